@@ -1,0 +1,20 @@
+"""ditaccel: training-free acceleration for diffusers Diffusion Transformer pipelines."""
+
+from .adapters import GenerationRequest, adapter_for, supported_pipelines
+from .methods import MethodConfig, available_methods, parse_spec, register_method
+from .pipeline import AcceleratedPipeline, ModelNotFoundError, load_pipeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AcceleratedPipeline",
+    "GenerationRequest",
+    "MethodConfig",
+    "ModelNotFoundError",
+    "adapter_for",
+    "available_methods",
+    "load_pipeline",
+    "parse_spec",
+    "register_method",
+    "supported_pipelines",
+]

@@ -1,0 +1,61 @@
+"""Per-family architecture knowledge; ``adapter_for(pipeline)`` picks the right one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import (
+    Adapter,
+    AttentionSite,
+    BlockGroup,
+    BlockIO,
+    CFGMode,
+    GenerationRequest,
+    TokenLayout,
+)
+from .dit import DiTAdapter
+from .flux import FluxAdapter
+from .pixart import PixArtAdapter
+from .qwenimage import QwenImageAdapter
+from .sd3 import SD3Adapter
+from .wan import WanAdapter
+
+ADAPTERS: tuple[type[Adapter], ...] = (
+    FluxAdapter,
+    SD3Adapter,
+    PixArtAdapter,
+    QwenImageAdapter,
+    WanAdapter,
+    DiTAdapter,
+)
+
+
+def supported_pipelines() -> list[str]:
+    """Names of the diffusers pipeline classes ditaccel can accelerate."""
+    return [name for adapter in ADAPTERS for name in adapter.tasks]
+
+
+def adapter_for(pipeline: Any) -> Adapter:
+    """The adapter bound to ``pipeline``; TypeError naming the supported classes otherwise."""
+    for klass in type(pipeline).__mro__:
+        for adapter in ADAPTERS:
+            if klass.__name__ in adapter.tasks:
+                return adapter(pipeline)
+    raise TypeError(
+        f"ditaccel does not support {type(pipeline).__name__}; supported pipelines: "
+        + ", ".join(supported_pipelines())
+    )
+
+
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "AttentionSite",
+    "BlockGroup",
+    "BlockIO",
+    "CFGMode",
+    "GenerationRequest",
+    "TokenLayout",
+    "adapter_for",
+    "supported_pipelines",
+]

@@ -1,0 +1,103 @@
+"""FLUX.1 family: FluxPipeline, FluxKontextPipeline (reference image), FluxFillPipeline (mask).
+
+Double-stream blocks keep text and image apart and attend jointly, text first; single-stream
+blocks see the concatenated [text, image] sequence. Kontext appends reference-image tokens after
+the generated ones and marks them with a first position id of 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .base import (
+    Adapter,
+    AttentionSite,
+    BlockGroup,
+    BlockIO,
+    CFGMode,
+    GenerationRequest,
+    TokenLayout,
+    call_default,
+)
+
+_FLUX_IO = BlockIO(hidden_out=1, encoder_out=0)
+
+
+class FluxAdapter(Adapter):
+    family = "flux"
+    tasks = {"FluxPipeline": "t2i", "FluxKontextPipeline": "edit", "FluxFillPipeline": "inpaint"}
+
+    def block_groups(self, denoiser: nn.Module) -> list[BlockGroup]:
+        return [
+            BlockGroup("transformer_blocks", denoiser.transformer_blocks, _FLUX_IO, "joint"),
+            BlockGroup("single_transformer_blocks", denoiser.single_transformer_blocks, _FLUX_IO, "single"),
+        ]
+
+    def attention_sites(self, denoiser: nn.Module) -> list[AttentionSite]:
+        sites = [
+            AttentionSite(
+                f"transformer_blocks.{i}.attn", block.attn, "joint", f"transformer_blocks.{i}", True
+            )
+            for i, block in enumerate(denoiser.transformer_blocks)
+        ]
+        sites += [
+            AttentionSite(
+                f"single_transformer_blocks.{i}.attn",
+                block.attn,
+                "self",
+                f"single_transformer_blocks.{i}",
+                True,
+            )
+            for i, block in enumerate(denoiser.single_transformer_blocks)
+        ]
+        return sites
+
+    def token_layout(self, denoiser, args, kwargs) -> TokenLayout:
+        hidden = self.argument("hidden_states", 0, args, kwargs)
+        text = self.argument("encoder_hidden_states", 1, args, kwargs)
+        ids = kwargs.get("img_ids")
+        if ids is None:
+            raise ValueError("FLUX transformer called without img_ids; cannot place image tokens")
+        ids = ids[0] if ids.ndim == 3 else ids
+        is_target = ids[:, 0] == 0
+        n_target, rows, cols = (
+            int(v) for v in (is_target.sum(), ids[is_target, 1].max() + 1, ids[is_target, 2].max() + 1)
+        )
+        return TokenLayout(
+            image=n_target,
+            reference=hidden.shape[1] - n_target,
+            text=text.shape[1],
+            text_in_sequence=True,
+            grid=(1, rows, cols),
+        )
+
+    def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
+        scale = call_default(self.pipeline, "true_cfg_scale", call_kwargs)
+        has_negative = any(
+            call_kwargs.get(k) is not None for k in ("negative_prompt", "negative_prompt_embeds")
+        )
+        return CFGMode(separate=bool(scale is not None and scale > 1 and has_negative))
+
+    def build_call(self, request: GenerationRequest) -> dict[str, Any]:
+        kwargs = self._common_call(request)
+        kwargs["prompt"] = request.prompt
+        if self.task in ("edit", "inpaint") and request.image is None:
+            raise ValueError(f"{type(self.pipeline).__name__} edits an image: pass --image")
+        if self.task == "edit":
+            kwargs["image"] = request.image
+            if request.height and request.width:
+                kwargs.setdefault("max_area", request.height * request.width)
+                kwargs.setdefault("_auto_resize", False)
+        if self.task == "inpaint":
+            if request.mask is None:
+                raise ValueError("FluxFillPipeline needs a mask: pass --mask")
+            kwargs["image"], kwargs["mask_image"] = request.image, request.mask
+        elif request.mask is not None:
+            raise ValueError(f"{type(self.pipeline).__name__} takes no mask")
+        if request.negative_prompt is not None and "true_cfg_scale" not in kwargs and self.task != "inpaint":
+            kwargs["true_cfg_scale"] = request.extra.get("true_cfg_scale", 4.0)
+        if self.task == "inpaint":
+            kwargs.pop("negative_prompt", None)
+        return kwargs

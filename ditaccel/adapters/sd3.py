@@ -1,0 +1,54 @@
+"""Stable Diffusion 3 / 3.5: joint-attention MMDiT blocks, image tokens before text tokens.
+
+The last block is ``context_pre_only`` and returns no text stream. CFG is batched as
+[uncond, cond] in one forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .base import (
+    Adapter,
+    AttentionSite,
+    BlockGroup,
+    BlockIO,
+    CFGMode,
+    GenerationRequest,
+    TokenLayout,
+    call_default,
+)
+
+
+class SD3Adapter(Adapter):
+    family = "sd3"
+    tasks = {"StableDiffusion3Pipeline": "t2i"}
+
+    def block_groups(self, denoiser: nn.Module) -> list[BlockGroup]:
+        io = BlockIO(hidden_out=1, encoder_out=0)
+        return [BlockGroup("transformer_blocks", denoiser.transformer_blocks, io, "joint")]
+
+    def attention_sites(self, denoiser: nn.Module) -> list[AttentionSite]:
+        sites = []
+        for i, block in enumerate(denoiser.transformer_blocks):
+            name = f"transformer_blocks.{i}"
+            sites.append(AttentionSite(f"{name}.attn", block.attn, "joint", name, False))
+            if getattr(block, "attn2", None) is not None:
+                sites.append(AttentionSite(f"{name}.attn2", block.attn2, "self", name))
+        return sites
+
+    def token_layout(self, denoiser, args, kwargs) -> TokenLayout:
+        hidden = self.argument("hidden_states", 0, args, kwargs)
+        text = self.argument("encoder_hidden_states", 1, args, kwargs)
+        patch = denoiser.config.patch_size
+        rows, cols = hidden.shape[-2] // patch, hidden.shape[-1] // patch
+        return TokenLayout(image=rows * cols, text=text.shape[1], text_in_sequence=True, grid=(1, rows, cols))
+
+    def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
+        scale = call_default(self.pipeline, "guidance_scale", call_kwargs)
+        return CFGMode(batched=("uncond", "cond") if scale > 1 else ())
+
+    def build_call(self, request: GenerationRequest) -> dict[str, Any]:
+        return {**self._common_call(request), "prompt": request.prompt}

@@ -1,0 +1,248 @@
+"""``ditaccel bench``: every method on the same inputs, in one process, timed interleaved.
+
+For each method a first, untimed pass counts the transformer FLOPs and keeps the images (it
+also warms caches and allocators); then ``runs`` timed rounds call every method in turn on every
+input, so drift in machine load spreads over all methods alike. Results follow the JSON schema
+of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import models
+from .adapters import GenerationRequest
+from .media import output_images
+from .methods import resolve_methods
+from .metrics import count_flops, psnr, ssim
+from .metrics.image import as_float_images
+from .pipeline import AcceleratedPipeline, load_pipeline
+
+TASKS = ("t2i", "edit")
+DEFAULT_PROMPTS = models._TINY_PROMPTS
+
+
+@dataclass
+class BenchSettings:
+    """What to benchmark; ``None`` sizes and steps take the model's defaults."""
+
+    model: str
+    task: str = "t2i"
+    methods: list[str] = field(default_factory=lambda: ["none"])
+    steps: int | None = None
+    height: int | None = None
+    width: int | None = None
+    prompts: int = 4
+    runs: int = 3
+    device: str | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for name in ("prompts", "runs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not hasattr(torch, self.dtype) or not isinstance(getattr(torch, self.dtype), torch.dtype):
+            raise ValueError(f"unknown dtype {self.dtype!r}")
+        specs = [s.strip() for s in self.methods]
+        for spec in specs:
+            resolve_methods(spec)  # fail on a bad spec before loading anything
+        if "none" in specs:
+            specs.remove("none")
+        self.methods = ["none", *specs]
+
+
+@dataclass
+class _Input:
+    request: GenerationRequest
+    mask: Any = None
+    spec: Any = None
+
+
+def _inputs(settings: BenchSettings, entry: models.ModelEntry | None) -> list[_Input]:
+    k = settings.prompts
+    if settings.task == "edit":
+        if entry is None or entry.edit_cases is None:
+            raise ValueError(
+                f"{settings.model} has no edit cases; bench --task edit needs an embedded edit model"
+            )
+        cases = entry.edit_cases()
+        cases = [cases[i % len(cases)] for i in range(k)]
+        return [
+            _Input(
+                GenerationRequest(prompt=c.prompt, image=c.image, mask=c.mask, seed=c.seed),
+                mask=c.mask,
+                spec=c,
+            )
+            for c in cases
+        ]
+    prompts = entry.prompts if entry is not None and entry.prompts else DEFAULT_PROMPTS
+    return [_Input(GenerationRequest(prompt=prompts[i % len(prompts)], seed=i)) for i in range(k)]
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
+    """Run the benchmark; ``progress`` is a callable ``advance(description)`` or None."""
+    entry = models.MODELS.get(settings.model)
+    if entry is not None and settings.task not in entry.bench_tasks:
+        raise ValueError(f"{settings.model} serves bench tasks {entry.bench_tasks}, not {settings.task!r}")
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, settings.dtype)
+    pipe = load_pipeline(settings.model, torch_dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    inputs = _inputs(settings, entry)
+    steps = settings.steps or (entry.steps if entry else 28)
+    height = settings.height or (entry.height if entry else None)
+    width = settings.width or (entry.width if entry else None)
+    defaults = dict(entry.call_defaults) if entry else {}
+
+    def call_kwargs(item: _Input, adapter) -> dict[str, Any]:
+        req = item.request
+        req.steps, req.height, req.width, req.output_type = steps, height, width, "np"
+        req.extra = dict(defaults)
+        return adapter.build_call(req)
+
+    tick = progress or (lambda _description: None)
+    images: dict[str, list[Any]] = {}
+    flops: dict[str, list[tuple[int, int]]] = {}
+    reuse: dict[str, list[float]] = {}
+    for spec in settings.methods:
+        acc = AcceleratedPipeline.from_pipe(pipe, methods=spec)
+        images[spec], flops[spec], reuse[spec] = [], [], []
+        try:
+            for item in inputs:
+                with count_flops(acc.adapter.denoisers()) as counted:
+                    out = acc(**call_kwargs(item, acc.adapter))
+                images[spec].append(output_images(out))
+                flops[spec].append((counted.total, counted.attention))
+                stats = acc.stats
+                reuse[spec].append(stats.blocks_reused / max(stats.blocks_total, 1))
+                tick(f"count {spec}")
+        finally:
+            acc.remove()
+
+    times: dict[str, list[list[float]]] = {spec: [[] for _ in inputs] for spec in settings.methods}
+    for _ in range(settings.runs):
+        for spec in settings.methods:
+            acc = AcceleratedPipeline.from_pipe(pipe, methods=spec)
+            try:
+                for i, item in enumerate(inputs):
+                    kwargs = call_kwargs(item, acc.adapter)
+                    _sync(device)
+                    start = time.perf_counter()
+                    acc(**kwargs)
+                    _sync(device)
+                    times[spec][i].append(time.perf_counter() - start)
+                    tick(f"time {spec}")
+            finally:
+                acc.remove()
+
+    scorer = entry.scorer if entry is not None else None
+    results = []
+    base = "none"
+    base_wall = _wall(times[base])
+    base_gflops = _mean_g(flops[base], 0)
+    for spec in settings.methods:
+        (config,) = resolve_methods(spec) or [None]
+        wall = _wall(times[spec])
+        gflops = _mean_g(flops[spec], 0)
+        row: dict[str, Any] = {
+            "method": spec,
+            "config": config.to_dict() if config is not None else {},
+            "wall_s": wall,
+            "speedup": base_wall / wall,
+            "transformer_gflops": gflops,
+            "attention_gflops": _mean_g(flops[spec], 1),
+            "flops_ratio": gflops / base_gflops if base_gflops else None,
+            "psnr_db": None if spec == base else _set_psnr(images[spec], images[base]),
+            "ssim": None if spec == base else _mean_ssim(images[spec], images[base]),
+            "shapes_acc": None,
+            "blocks_reused": float(np.mean(reuse[spec])),
+        }
+        if scorer is not None:
+            row["shapes_acc"] = float(
+                np.mean(scorer(images[spec], [item.spec or item.request for item in inputs]))
+            )
+        if settings.task == "edit":
+            row["region_psnr_db"] = None if spec == base else _region_psnr(images[spec], images[base], inputs)
+        results.append(row)
+    return {
+        "model": settings.model,
+        "task": settings.task,
+        "steps": steps,
+        "height": height,
+        "width": width,
+        "device": device,
+        "dtype": settings.dtype,
+        "prompts": settings.prompts,
+        "runs": settings.runs,
+        "results": results,
+        "versions": _versions(),
+    }
+
+
+def _wall(per_input: list[list[float]]) -> float:
+    """Mean over inputs of the median over runs of one pipeline call's wall time."""
+    return float(np.mean([statistics.median(runs) for runs in per_input]))
+
+
+def _mean_g(per_input: list[tuple[int, int]], index: int) -> float:
+    return float(np.mean([f[index] for f in per_input])) / 1e9
+
+
+def _set_psnr(images: list[Any], reference: list[Any]) -> float:
+    """PSNR over all pixels of all inputs (one exact input does not make it infinite)."""
+    a, b = as_float_images(images), as_float_images(reference)
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+
+
+def _mean_ssim(images: list[Any], reference: list[Any]) -> float | None:
+    try:
+        return float(np.mean([ssim(a, b) for a, b in zip(images, reference, strict=True)]))
+    except ValueError:  # images smaller than the SSIM window
+        return None
+
+
+def _region_psnr(images: list[Any], reference: list[Any], inputs: list[_Input]) -> float | None:
+    """PSNR against the baseline outside the edit masks (None without masks)."""
+    if any(item.mask is None for item in inputs):
+        return None
+    errs = []
+    for img, ref, item in zip(images, reference, inputs, strict=True):
+        a, b = as_float_images(img), as_float_images(ref)
+        mask = as_float_images(item.mask.resize((a.shape[2], a.shape[1])))[..., 0] < 0.5
+        errs.append(((a - b) ** 2)[np.broadcast_to(mask, a.shape[:-1])])
+    mse = float(np.mean(np.concatenate(errs)))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+
+
+def _versions() -> dict[str, str]:
+    import diffusers
+
+    from . import __version__
+
+    return {
+        "ditaccel": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+# re-exported for callers that compute single-image metrics next to bench numbers
+__all__ = ["BenchSettings", "run_bench", "psnr", "ssim"]

@@ -1,0 +1,187 @@
+"""The ``ditaccel`` command line: ``models``, ``generate``, ``bench``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+app = typer.Typer(
+    help="Training-free acceleration for diffusers Diffusion Transformer pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+MethodsOpt = Annotated[
+    str, typer.Option("--methods", help="Method spec, e.g. 'deepcache:interval=3' or 'a+b'; 'none' = plain.")
+]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the embedded models (loadable offline by name)."""
+    from . import models
+
+    table = Table(title="embedded models")
+    table.add_column("name", no_wrap=True)  # names are to be copied: never truncated
+    table.add_column("pipeline", overflow="fold")
+    table.add_column("task")
+    table.add_column("description", overflow="fold")
+    for entry in models.MODELS.values():
+        table.add_row(entry.name, entry.pipeline, entry.task, entry.description)
+    console.print(table)
+
+
+@app.command("generate")
+def generate_command(
+    model: Annotated[str, typer.Option(help="Embedded model name, local pipeline folder or hub id.")],
+    prompt: Annotated[
+        str, typer.Option(help="Prompt or edit instruction (DiT: class labels, comma-separated).")
+    ],
+    out: Annotated[Path, typer.Option(help="Output PNG (video: a frame grid, or .gif).")],
+    image: Annotated[Path | None, typer.Option(help="Source image for editing pipelines.")] = None,
+    mask: Annotated[Path | None, typer.Option(help="Mask image (white = edit) for mask editing.")] = None,
+    methods: MethodsOpt = "none",
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    height: Annotated[int | None, typer.Option(help="Output height.")] = None,
+    width: Annotated[int | None, typer.Option(help="Output width.")] = None,
+    negative_prompt: Annotated[str | None, typer.Option(help="Negative prompt (enables true CFG).")] = None,
+    guidance_scale: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
+    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+) -> None:
+    """Generate (or edit) one image with an accelerated pipeline and print what it did."""
+    import torch
+
+    from . import models
+    from .adapters import GenerationRequest
+    from .media import load_image, load_mask, output_images, save_output
+    from .methods import resolve_methods
+    from .pipeline import AcceleratedPipeline
+
+    try:
+        resolve_methods(methods)
+        torch_dtype = _dtype(dtype)
+        entry = models.MODELS.get(model)
+        request = GenerationRequest(
+            prompt=prompt,
+            image=load_image(image) if image else None,
+            mask=load_mask(mask) if mask else None,
+            steps=steps or (entry.steps if entry else None),
+            seed=seed,
+            height=height or (entry.height if entry else None),
+            width=width or (entry.width if entry else None),
+            negative_prompt=negative_prompt,
+            guidance_scale=guidance_scale,
+            extra=dict(entry.call_defaults) if entry else {},
+        )
+        with console.status(f"loading {model}"):
+            pipe = AcceleratedPipeline.from_pretrained(model, methods=methods, torch_dtype=torch_dtype)
+        pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        kwargs = pipe.adapter.build_call(request)
+    except (ValueError, TypeError, OSError) as exc:
+        _fail(str(exc))
+    result = pipe(**kwargs)
+    path = save_output(output_images(result), out)
+    console.print(pipe.stats.table())
+    console.print(f"wrote {path} in {pipe.stats.wall_s:.2f} s")
+
+
+@app.command("bench")
+def bench_command(
+    model: Annotated[str, typer.Option(help="Embedded model name, local pipeline folder or hub id.")],
+    methods: Annotated[
+        list[str], typer.Option("--methods", help="Method spec; repeat for several. 'none' is always run.")
+    ],
+    task: Annotated[str, typer.Option(help="t2i or edit.")] = "t2i",
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).")] = None,
+    height: Annotated[int | None, typer.Option(help="Height (default: the model's).")] = None,
+    width: Annotated[int | None, typer.Option(help="Width (default: the model's).")] = None,
+    prompts: Annotated[int, typer.Option(help="Number of prompts / edit cases from the default set.")] = 4,
+    runs: Annotated[int, typer.Option(help="Timed rounds (wall_s is the median over them).")] = 3,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
+    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+) -> None:
+    """Benchmark methods against the plain pipeline: speed, counted FLOPs, quality."""
+    from .bench import BenchSettings, run_bench
+
+    try:
+        settings = BenchSettings(
+            model=model, task=task, methods=list(methods), steps=steps, height=height, width=width,
+            prompts=prompts, runs=runs, device=device, dtype=dtype,
+        )  # fmt: skip
+    except ValueError as exc:
+        _fail(str(exc))
+    total = len(settings.methods) * settings.prompts * (1 + settings.runs)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("bench", total=total)
+        try:
+            report = run_bench(settings, progress=lambda d: progress.update(bar, advance=1, description=d))
+        except (ValueError, TypeError, OSError) as exc:
+            _fail(str(exc))
+    console.print(results_table(report))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+        console.print(f"wrote {json_out}")
+
+
+def results_table(report: dict) -> Table:
+    """The bench results as a rich table."""
+    table = Table(title=f"{report['model']} {report['task']}, {report['steps']} steps, {report['device']}")
+    columns = [
+        "method",
+        "wall_s",
+        "speedup",
+        "transformer_gflops",
+        "flops_ratio",
+        "psnr_db",
+        "ssim",
+        "shapes_acc",
+    ]
+    if report["task"] == "edit":
+        columns.append("region_psnr_db")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in report["results"]:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    return table
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _dtype(name: str):
+    import torch
+
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return value
+
+
+if __name__ == "__main__":
+    app()

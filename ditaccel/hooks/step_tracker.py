@@ -1,0 +1,63 @@
+"""A diffusers ``ModelHook`` on each denoiser that tells the shared context where the loop is.
+
+It changes no argument and no output. Being stateful, it also receives the pipeline's
+``cache_context`` name (``cond`` / ``uncond``) where the pipeline sets one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, StateManager
+
+from .context import DenoiseContext
+
+HOOK_NAME = "ditaccel.step_tracker"
+
+
+class _NoState(BaseState):
+    def reset(self) -> None:
+        pass
+
+
+class StepTrackerHook(ModelHook):
+    _is_stateful = True
+
+    def __init__(self, context: DenoiseContext, denoiser_index: int) -> None:
+        super().__init__()
+        self.context = context
+        self.denoiser_index = denoiser_index
+        # Receives the pipeline's cache_context (diffusers sets it on stateful hooks' managers).
+        self.cache_context = StateManager(_NoState)
+
+    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
+        named = self.cache_context._context
+        self.context.enter_forward(self.denoiser_index, module, args, kwargs, named.name if named else "")
+        return args, kwargs
+
+    def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
+        self.context.exit_forward()
+        return output
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        self.context.exit_forward()
+        return module
+
+
+def attach(context: DenoiseContext) -> None:
+    """Put a tracker on every denoiser of the context's pipeline (outermost hook)."""
+    for index, denoiser in enumerate(context.adapter.denoisers()):
+        registry = HookRegistry.check_if_exists_or_initialize(denoiser)
+        if registry.get_hook(HOOK_NAME) is not None:
+            raise ValueError(
+                "this pipeline's transformer is already wrapped by an AcceleratedPipeline; "
+                "call .remove() on that one first"
+            )
+        registry.register_hook(StepTrackerHook(context, index), HOOK_NAME)
+
+
+def detach(context: DenoiseContext) -> None:
+    for denoiser in context.adapter.denoisers():
+        HookRegistry.check_if_exists_or_initialize(denoiser).remove_hook(HOOK_NAME, recurse=False)

@@ -1,0 +1,167 @@
+"""``AcceleratedPipeline``: a diffusers pipeline with acceleration methods hooked in.
+
+It swaps in for ``DiffusionPipeline``: same call, same output; every attribute it does not own
+is read from and written to the wrapped pipeline, so ``.to()``, offloading, schedulers,
+callbacks and LoRA keep working. Hooks are registered on this pipeline's own module instances,
+never on classes, and ``remove()`` takes them all off again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from . import models
+from .adapters import Adapter, adapter_for
+from .hooks import step_tracker
+from .hooks.context import DenoiseContext
+from .methods import Method, MethodConfig, method_class, resolve_methods
+from .stats import CallStats
+
+MethodsArg = str | MethodConfig | Iterable[str | MethodConfig] | None
+
+
+class ModelNotFoundError(OSError):
+    """A model name that is neither embedded, nor a local folder, nor reachable on the hub."""
+
+
+class AcceleratedPipeline:
+    """A diffusers DiT pipeline accelerated by ``methods`` (names, spec strings or configs)."""
+
+    _OWN = frozenset({"pipeline", "adapter", "methods", "context", "_method_objects"})
+
+    def __init__(self, pipeline: Any, methods: MethodsArg = None) -> None:
+        if not hasattr(pipeline, "components") or not callable(pipeline):
+            raise TypeError(f"expected a diffusers pipeline, got {type(pipeline).__name__}")
+        adapter = adapter_for(pipeline)
+        configs = resolve_methods(methods)
+        method_objects: list[Method] = [method_class(c.method)(c) for c in configs]
+        for method in method_objects:
+            method.check(adapter)
+        context = DenoiseContext(pipeline, adapter)
+        context.method_specs = [c.spec() for c in configs]
+        object.__setattr__(self, "pipeline", pipeline)
+        object.__setattr__(self, "adapter", adapter)
+        object.__setattr__(self, "methods", tuple(configs))
+        object.__setattr__(self, "context", context)
+        object.__setattr__(self, "_method_objects", method_objects)
+        applied: list[Method] = []
+        try:
+            for method in method_objects:
+                method.apply(context)
+                applied.append(method)
+            step_tracker.attach(context)
+        except Exception:
+            for method in reversed(applied):
+                method.remove(context)
+            raise
+
+    # --- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_pipe(cls, pipeline: Any, methods: MethodsArg = None) -> AcceleratedPipeline:
+        """Accelerate an existing diffusers pipeline in place (its modules get the hooks)."""
+        return cls(pipeline, methods)
+
+    @classmethod
+    def from_pretrained(
+        cls, model: str | os.PathLike, methods: MethodsArg = None, pipeline_class: Any = None, **kwargs: Any
+    ) -> AcceleratedPipeline:
+        """Load ``model`` (embedded name, local folder or hub id) and accelerate it.
+
+        ``pipeline_class`` picks the diffusers class (or its name) for a folder that several
+        pipelines can load; other keyword arguments go to diffusers' ``from_pretrained``.
+        """
+        return cls(load_pipeline(model, pipeline_class=pipeline_class, **kwargs), methods)
+
+    # --- calling ---------------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.context.begin_call(kwargs)
+        start = time.perf_counter()
+        output = self.pipeline(*args, **kwargs)
+        self.context.stats.wall_s = time.perf_counter() - start
+        return output
+
+    @property
+    def stats(self) -> CallStats:
+        """What the last call did (steps, forwards, blocks reused, ...), also when the wrapped
+        pipeline was called directly."""
+        return self.context.stats
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def remove(self) -> Any:
+        """Take every hook off and return the plain diffusers pipeline."""
+        step_tracker.detach(self.context)
+        for method in reversed(self._method_objects):
+            method.remove(self.context)
+        return self.pipeline
+
+    def to(self, *args: Any, **kwargs: Any) -> AcceleratedPipeline:
+        self.pipeline.to(*args, **kwargs)
+        return self
+
+    # --- delegation --------------------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        if name in AcceleratedPipeline._OWN:
+            raise AttributeError(name)
+        return getattr(self.pipeline, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._OWN:
+            raise AttributeError(f"{name} is fixed at construction; build a new AcceleratedPipeline")
+        setattr(self.pipeline, name, value)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(dir(self.pipeline)))
+
+    def __repr__(self) -> str:
+        specs = " + ".join(c.spec() for c in self.methods) or "none"
+        return f"AcceleratedPipeline({type(self.pipeline).__name__}, methods=[{specs}])"
+
+
+def load_pipeline(model: str | os.PathLike, pipeline_class: Any = None, **kwargs: Any) -> Any:
+    """A plain diffusers pipeline for an embedded name, a local folder or a hub id."""
+    from diffusers import DiffusionPipeline
+
+    klass = _pipeline_class(pipeline_class) or DiffusionPipeline
+    name = str(model)
+    if name in models.MODELS:
+        entry = models.get(name)
+        if entry.folder is None:
+            if pipeline_class is not None and _pipeline_class(pipeline_class).__name__ != entry.pipeline:
+                raise ValueError(f"{name} is a {entry.pipeline}; it cannot load as {klass.__name__}")
+            return entry.build(**kwargs)
+        return klass.from_pretrained(entry.folder, **kwargs)
+    if Path(name).is_dir():
+        return klass.from_pretrained(name, **kwargs)
+    embedded = ", ".join(models.available())
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise ModelNotFoundError(
+            f"{name!r} is not an embedded model or a local folder, and HF_HUB_OFFLINE is set; "
+            f"embedded models: {embedded}"
+        )
+    try:
+        return klass.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(
+            f"could not load {name!r} (not embedded, not a local folder, not reachable on the hub: {exc}); "
+            f"embedded models: {embedded}"
+        ) from exc
+
+
+def _pipeline_class(pipeline_class: Any) -> Any:
+    if pipeline_class is None or isinstance(pipeline_class, type):
+        return pipeline_class
+    import diffusers
+
+    klass = getattr(diffusers, str(pipeline_class), None)
+    if klass is None:
+        raise ValueError(f"diffusers has no pipeline class {pipeline_class!r}")
+    return klass
+
+
+def adapter_of(pipe: Any) -> Adapter:
+    """The adapter of a plain or accelerated pipeline."""
+    return pipe.adapter if isinstance(pipe, AcceleratedPipeline) else adapter_for(pipe)

@@ -1,0 +1,118 @@
+"""What the last pipeline call did, as ``pipe.stats``: printable as a table, serialisable.
+
+Methods record what they reused or skipped; the step tracker records every denoiser forward.
+Counts are of block executions: one block run for one forward is one unit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .hooks.context import StepInfo
+
+
+@dataclass
+class StepRecord:
+    """One denoiser forward: which step and branch, and how many blocks ran or were reused."""
+
+    step: int
+    branch: int
+    blocks_run: int = 0
+    blocks_reused: int = 0
+
+
+@dataclass
+class CallStats:
+    """Statistics of one pipeline call.
+
+    ``blocks_total`` counts block executions of a plain call (forwards x blocks);
+    ``blocks_reused`` those a method served from a cache instead. ``tokens_kept`` and
+    ``attention_density`` are shares in [0, 1], ``None`` where no method changed them.
+    ``flops_saved_est`` is the methods' own estimate; the bench counts executed FLOPs instead.
+    """
+
+    pipeline: str = ""
+    methods: list[str] = field(default_factory=list)
+    steps: int = 0
+    forwards: int = 0
+    blocks_per_forward: int = 0
+    records: list[StepRecord] = field(default_factory=list)
+    tokens_kept: float | None = None
+    attention_density: float | None = None
+    flops_saved_est: float | None = None
+    wall_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # --- recording ----------------------------------------------------------------------------
+    def begin_forward(self, info: StepInfo) -> None:
+        self.forwards += 1
+        self.steps = max(self.steps, info.step + 1)
+        self.records.append(StepRecord(info.step, info.branch, blocks_run=self.blocks_per_forward))
+
+    def reuse_blocks(self, count: int) -> None:
+        """The current forward served ``count`` blocks from a cache."""
+        record = self.records[-1]
+        record.blocks_reused += count
+        record.blocks_run -= count
+
+    # --- summaries ----------------------------------------------------------------------------
+    @property
+    def blocks_total(self) -> int:
+        return self.forwards * self.blocks_per_forward
+
+    @property
+    def blocks_reused(self) -> int:
+        return sum(r.blocks_reused for r in self.records)
+
+    @property
+    def steps_computed(self) -> int:
+        """Steps on which every forward ran every block."""
+        reused = {r.step for r in self.records if r.blocks_reused}
+        return self.steps - len(reused)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "methods": self.methods,
+            "steps": self.steps,
+            "steps_computed": self.steps_computed,
+            "steps_with_reuse": self.steps - self.steps_computed,
+            "forwards": self.forwards,
+            "blocks_total": self.blocks_total,
+            "blocks_reused": self.blocks_reused,
+            "tokens_kept": self.tokens_kept,
+            "attention_density": self.attention_density,
+            "flops_saved_est": self.flops_saved_est,
+            "wall_s": self.wall_s,
+            **self.extra,
+        }
+
+    def table(self):
+        """A rich ``Table`` of the summary."""
+        from rich.table import Table
+
+        table = Table(title=f"ditaccel: {self.pipeline} [{' + '.join(self.methods) or 'none'}]")
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        for key, value in self.to_dict().items():
+            if key in ("pipeline", "methods") or value is None:
+                continue
+            table.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
+        return table
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        console = Console(width=80, record=True, file=_Null())
+        console.print(self.table())
+        return console.export_text()
+
+
+class _Null:
+    def write(self, _: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""diffusers-style pipelines with their own denoising loop, shipped as ``ditaccel.pipelines``."""

@@ -1,0 +1,128 @@
+"""The ditaccel CLI: models, generate, bench (JSON schema of DESIGN.md), clear failures."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from ditaccel.cli import app
+from ditaccel.testing import TINY_MODELS
+
+runner = CliRunner()
+
+RESULT_KEYS = {
+    "method", "config", "wall_s", "speedup", "transformer_gflops", "attention_gflops",
+    "flops_ratio", "psnr_db", "ssim", "shapes_acc",
+}  # fmt: skip
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("ditaccel")
+    assert exe is not None
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "generate" in out and "bench" in out
+
+
+def test_models_lists_every_tiny_model():
+    result = runner.invoke(app, ["models"], terminal_width=80)
+    assert result.exit_code == 0
+    for name in TINY_MODELS:
+        assert name in result.output
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [("tiny-random-flux", []), ("tiny-random-dit", []), ("tiny-random-wan", ["--steps", "2"])],
+)
+def test_generate_writes_an_image(tmp_path, model, extra):
+    out = tmp_path / "out.png"
+    prompt = "circle" if model == "tiny-random-dit" else "a red circle"
+    result = runner.invoke(app, ["generate", "--model", model, "--prompt", prompt, "--out", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size[0] >= 32
+    assert "forwards" in result.output
+
+
+def test_generate_edit_with_image(tmp_path):
+    src, out = tmp_path / "src.png", tmp_path / "out.png"
+    Image.new("RGB", (32, 32), "red").save(src)
+    args = ["generate", "--model", "tiny-random-flux-kontext", "--prompt", "make it blue", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--image", str(src), "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (32, 32)
+    missing = runner.invoke(app, args)
+    assert missing.exit_code == 2 and "pass --image" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--methods", "warp"], "unknown method 'warp'"),
+        (["--methods", "none:x=1"], "unknown parameter 'x'"),
+        (["--model", "nobody/nothing"], "embedded models"),
+    ],
+)
+def test_generate_fails_clearly(tmp_path, args, message):
+    base = {"--model": "tiny-random-flux", "--prompt": "x", "--out": str(tmp_path / "o.png")}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    result = runner.invoke(app, ["generate", *[v for kv in base.items() for v in kv]], terminal_width=300)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_bench_writes_the_design_schema(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--model", "tiny-random-flux", "--task", "t2i", "--methods", "none", "--json", str(out)]
+    result = runner.invoke(app, [*args, "--prompts", "2", "--runs", "2", "--steps", "2"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    for key in ("model", "task", "steps", "height", "width", "device", "dtype", "prompts", "runs", "results"):
+        assert key in report
+    assert (report["model"], report["task"], report["steps"], report["prompts"], report["runs"]) == (
+        "tiny-random-flux", "t2i", 2, 2, 2
+    )  # fmt: skip
+    (row,) = report["results"]
+    assert set(row) >= RESULT_KEYS
+    assert row["method"] == "none" and row["speedup"] == 1.0 and row["flops_ratio"] == 1.0
+    assert row["psnr_db"] is None and row["ssim"] is None
+    assert 0 < row["attention_gflops"] < row["transformer_gflops"]
+    assert row["wall_s"] > 0
+
+
+def test_bench_edit_task_reports_region_psnr(tmp_path):
+    out = tmp_path / "bench.json"
+    args = [
+        "bench",
+        "--model",
+        "tiny-random-flux-fill",
+        "--task",
+        "edit",
+        "--methods",
+        "none",
+        "--json",
+        str(out),
+    ]
+    result = runner.invoke(app, [*args, "--prompts", "1", "--runs", "1", "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(out.read_text())["results"]
+    assert "region_psnr_db" in row
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "video"], "task must be one of"),
+        (["--task", "edit"], "serves bench tasks ('t2i',)"),
+        (["--methods", "none:bad=1"], "unknown parameter"),
+        (["--runs", "0"], "runs must be >= 1"),
+    ],
+)
+def test_bench_fails_clearly(args, message):
+    base = ["bench", "--model", "tiny-random-flux", "--methods", "none"]
+    result = runner.invoke(app, [*base, *args], terminal_width=300)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())

@@ -1,0 +1,88 @@
+"""AcceleratedPipeline behaves as a drop-in diffusers pipeline and fails clearly on bad input."""
+
+import numpy as np
+import pytest
+from conftest import run
+
+from ditaccel import AcceleratedPipeline, ModelNotFoundError
+from ditaccel.testing import example_call
+
+
+def test_from_pretrained_embedded_name():
+    acc = AcceleratedPipeline.from_pretrained("tiny-random-dit", methods=[])
+    assert type(acc.pipeline).__name__ == "DiTPipeline"
+    assert "DiTPipeline" in repr(acc)
+
+
+def test_unknown_model_offline_names_the_embedded_models():
+    with pytest.raises(ModelNotFoundError, match="embedded models: .*tiny-random-flux"):
+        AcceleratedPipeline.from_pretrained("someone/some-model")
+
+
+def test_unsupported_pipeline_lists_supported_ones():
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    unet = UNet2DModel(sample_size=8, block_out_channels=(4, 8), norm_num_groups=4,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))  # fmt: skip
+    with pytest.raises(TypeError, match="does not support DDPMPipeline; supported pipelines: FluxPipeline"):
+        AcceleratedPipeline.from_pipe(DDPMPipeline(unet=unet, scheduler=DDPMScheduler()))
+    with pytest.raises(TypeError, match="expected a diffusers pipeline"):
+        AcceleratedPipeline.from_pipe(object())
+
+
+def test_bad_methods_fail_before_any_hook(make_pipe):
+    pipe = make_pipe("tiny-random-flux")
+    with pytest.raises(ValueError, match="unknown method"):
+        AcceleratedPipeline.from_pipe(pipe, methods="warp-speed")
+    assert not hasattr(pipe.transformer, "_diffusers_hook")
+
+
+def test_wrapping_twice_is_refused(make_pipe):
+    pipe = make_pipe("tiny-random-flux")
+    first = AcceleratedPipeline.from_pipe(pipe)
+    with pytest.raises(ValueError, match="already wrapped"):
+        AcceleratedPipeline.from_pipe(pipe)
+    first.remove()
+    AcceleratedPipeline.from_pipe(pipe)
+
+
+def test_attribute_delegation(make_pipe):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe = make_pipe("tiny-random-flux")
+    acc = AcceleratedPipeline.from_pipe(pipe)
+    assert acc.to("cpu") is acc
+    assert acc.transformer is pipe.transformer and acc.device == pipe.device
+    new = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    acc.scheduler = new  # users swap schedulers on the wrapper
+    assert pipe.scheduler is new
+    with pytest.raises(AttributeError, match="fixed at construction"):
+        acc.methods = []
+    assert "transformer" in dir(acc)
+
+
+def test_callbacks_still_run_and_change_nothing(make_pipe):
+    name = "tiny-random-flux"
+    pipe = make_pipe(name)
+    plain = run(pipe, name, steps=3)
+    acc = AcceleratedPipeline.from_pipe(pipe)
+    steps = []
+
+    def on_step_end(p, i, t, kwargs):
+        steps.append(i)
+        return kwargs
+
+    out = run(acc, name, steps=3, callback_on_step_end=on_step_end)
+    assert steps == [0, 1, 2]
+    assert np.array_equal(out, plain)
+
+
+def test_stats_describe_the_call(make_pipe):
+    name = "tiny-random-qwen-image"
+    acc = AcceleratedPipeline.from_pipe(make_pipe(name))
+    acc(**example_call(name, steps=2))
+    stats = acc.stats
+    assert (stats.steps, stats.forwards, stats.blocks_total, stats.blocks_reused) == (2, 4, 8, 0)
+    assert stats.to_dict()["steps_computed"] == 2
+    text = str(stats)
+    assert "QwenImagePipeline" in text and "forwards" in text
