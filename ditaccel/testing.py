@@ -40,7 +40,8 @@ Quirks these configs must respect (found by building them):
   ``Qwen2VLImageProcessorPil`` with ``min_pixels = max_pixels`` so the vision tower sees a 56x56
   image. The subclass round-trips through ``save_pretrained``/``from_pretrained``.
 * Qwen-Image drops a fixed number of template tokens counted with the real Qwen tokenizer; with the
-  byte-level tokenizer more of the system prompt survives, which is harmless for random weights.
+  byte-level tokenizer ~100 bytes of the system prompt survive in the text embeddings. That works,
+  but dilutes the prompt: changing it moves Qwen-Image's output far less than other families'.
 * ``from_pretrained`` memory-maps safetensors, and GEMMs on those (unaligned) buffers can round
   differently in the last bit; reloaded pipelines match to ~1e-6, and bit-exactly with
   ``from_pretrained(..., disable_mmap=True)``.
@@ -115,7 +116,8 @@ NUM_LAYERS = 2  # transformer blocks (Flux: double and single blocks each)
 NUM_HEADS = 2
 HEAD_DIM = 16
 INNER_DIM = NUM_HEADS * HEAD_DIM
-FFN_DIM = 2 * INNER_DIM
+MLP_RATIO = 2  # feed-forward width / hidden width, in every transformer and text encoder here
+FFN_DIM = MLP_RATIO * INNER_DIM
 ROPE_AXES_DIMS = (4, 6, 6)  # (frame, height, width) RoPE split; must sum to HEAD_DIM
 PATCH_SIZE = 2  # spatial patch (or 2x2 latent packing for Flux/Qwen)
 
@@ -128,6 +130,7 @@ T5_D_MODEL = 32  # also the transformers' joint/caption/text dim
 T5_RELATIVE_BUCKETS = 8
 T5_MAX_LENGTH = 512  # real T5 tokenizer limit; pipelines pad T5 prompts to `max_sequence_length`
 EXAMPLE_MAX_SEQUENCE_LENGTH = 32  # T5 length used by example_call, to keep text tokens few
+SD3_POS_EMBED_MAX_SIZE = 32  # largest latent side SD3's cropped pos-embed supports: 128 px images
 SD3_CLIP_HIDDEN = T5_D_MODEL // 2  # two CLIPs concatenated must fit the T5 width (zero-padded)
 QWEN_TEXT_HIDDEN = 32
 QWEN_MROPE_SECTION = (2, 3, 3)  # multimodal RoPE split of the half head dim (sum 8 = 16 / 2)
@@ -137,7 +140,8 @@ QWEN_VISION_HIDDEN = 16
 QWEN_VISION_PATCH = 14  # Qwen2.5-VL's real vision patch size
 QWEN_VISION_MERGE = 2  # 2x2 vision patches merge into one text-space token
 QWEN_VISION_TEMPORAL_PATCH = 2
-QWEN_VISION_SIDE = 2 * QWEN_VISION_PATCH * QWEN_VISION_MERGE  # 56 px: 4x4 patches, 4 image tokens
+QWEN_VISION_TOKENS_PER_SIDE = 2  # the vision tower sees 2x2 merged tokens (4x4 patches)
+QWEN_VISION_SIDE = QWEN_VISION_TOKENS_PER_SIDE * QWEN_VISION_PATCH * QWEN_VISION_MERGE  # 56 px
 QWEN_SPECIAL_TOKENS = (
     "<|im_start|>",
     "<|im_end|>",
@@ -158,7 +162,7 @@ SD3_VAE_SCALING_FACTOR = 1.5305  # real SD3 VAE values
 SD3_VAE_SHIFT_FACTOR = 0.0609
 SDXL_VAE_SCALING_FACTOR = 0.13025  # PixArt-Sigma uses the SDXL VAE
 SD_VAE_SCALING_FACTOR = 0.18215  # DiT uses the SD VAE
-QWEN_VAE_BASE_DIM = 8
+QWEN_VAE_BASE_DIM = 32  # narrower random 5-level decoders barely depend on the latents
 QWEN_VAE_DIM_MULT = (1, 1, 1, 1, 1)  # 5 levels: 16x spatial compression (real: 8x); equal widths
 # No encoder residual blocks (the decoder still gets one per level): Qwen-Image-Edit always encodes
 # a ~1024x1024 condition image, and full-resolution causal conv3d blocks cost ~1.3 s on a 2-core CPU.
@@ -237,7 +241,7 @@ def _clip_config(tokenizer: PreTrainedTokenizerFast, hidden: int) -> CLIPTextCon
     return CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=2 * hidden,
+        intermediate_size=MLP_RATIO * hidden,
         projection_dim=hidden,
         num_hidden_layers=TEXT_LAYERS,
         num_attention_heads=TEXT_HEADS,
@@ -254,7 +258,7 @@ def _t5_config(config_class: type, tokenizer: PreTrainedTokenizerFast) -> T5Conf
         vocab_size=len(tokenizer),
         d_model=T5_D_MODEL,
         d_kv=T5_D_MODEL // TEXT_HEADS,
-        d_ff=2 * T5_D_MODEL,
+        d_ff=MLP_RATIO * T5_D_MODEL,
         num_layers=TEXT_LAYERS,
         num_heads=TEXT_HEADS,
         relative_attention_num_buckets=T5_RELATIVE_BUCKETS,
@@ -358,7 +362,7 @@ def _build_sd3(seed: int) -> DiffusionPipeline:
             caption_projection_dim=INNER_DIM,
             pooled_projection_dim=2 * SD3_CLIP_HIDDEN,  # CLIP-L and CLIP-G pooled, concatenated
             out_channels=LATENT_CHANNELS,
-            pos_embed_max_size=IMAGE_SIZE // VAE_SPATIAL_SCALE,
+            pos_embed_max_size=SD3_POS_EMBED_MAX_SIZE,
         ),
     )
     return StableDiffusion3Pipeline(
@@ -411,7 +415,7 @@ def _qwen_text_encoder(seed: int, tokenizer: PreTrainedTokenizerFast) -> torch.n
         text_config={
             "vocab_size": len(tokenizer),
             "hidden_size": QWEN_TEXT_HIDDEN,
-            "intermediate_size": 2 * QWEN_TEXT_HIDDEN,
+            "intermediate_size": MLP_RATIO * QWEN_TEXT_HIDDEN,
             "num_hidden_layers": TEXT_LAYERS,
             "num_attention_heads": TEXT_HEADS,
             "num_key_value_heads": TEXT_HEADS,
@@ -427,7 +431,7 @@ def _qwen_text_encoder(seed: int, tokenizer: PreTrainedTokenizerFast) -> torch.n
         vision_config={
             "depth": TEXT_LAYERS,
             "hidden_size": QWEN_VISION_HIDDEN,
-            "intermediate_size": 2 * QWEN_VISION_HIDDEN,
+            "intermediate_size": MLP_RATIO * QWEN_VISION_HIDDEN,
             "num_heads": TEXT_HEADS,
             "out_hidden_size": QWEN_TEXT_HIDDEN,
             "patch_size": QWEN_VISION_PATCH,
