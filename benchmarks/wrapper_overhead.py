@@ -51,11 +51,15 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
     forwards = acc.stats.forwards
     raw, wrapped = statistics.median(raw_times), statistics.median(wrapped_times)
-    print(f"model {args.model}, {args.steps} steps, {forwards} transformer forwards per call, {args.calls} calls each")
+    print(
+        f"model {args.model}, {args.steps} steps, {forwards} transformer forwards per call, {args.calls} calls each"
+    )
     print(f"raw pipeline   median {raw * 1e3:9.2f} ms")
     print(f"wrapper, none  median {wrapped * 1e3:9.2f} ms")
     diff = wrapped - raw
-    print(f"overhead       {diff * 1e3:+9.2f} ms per call ({diff / raw:+.2%}), {diff / forwards * 1e6:+.1f} us per forward")
+    print(
+        f"overhead       {diff * 1e3:+9.2f} ms per call ({diff / raw:+.2%}), {diff / forwards * 1e6:+.1f} us per forward"
+    )
 
 
 if __name__ == "__main__":
