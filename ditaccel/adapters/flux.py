@@ -29,6 +29,13 @@ class FluxAdapter(Adapter):
     family = "flux"
     tasks = {"FluxPipeline": "t2i", "FluxKontextPipeline": "edit", "FluxFillPipeline": "inpaint"}
 
+    def __init__(self, pipeline) -> None:
+        super().__init__(pipeline)
+        # The pipeline makes img_ids once per call; reading its values is a device sync, so the
+        # layout is derived once per ids tensor (and stream lengths), not once per forward.
+        self._layout_key: tuple | None = None
+        self._layout: TokenLayout | None = None
+
     def block_groups(self, denoiser: nn.Module) -> list[BlockGroup]:
         return [
             BlockGroup("transformer_blocks", denoiser.transformer_blocks, _FLUX_IO, "joint"),
@@ -60,18 +67,24 @@ class FluxAdapter(Adapter):
         ids = kwargs.get("img_ids")
         if ids is None:
             raise ValueError("FLUX transformer called without img_ids; cannot place image tokens")
+        key = (ids, hidden.shape[1], text.shape[1])
+        cached = self._layout_key
+        if cached is not None and cached[0] is ids and cached[1:] == key[1:]:
+            return self._layout
         ids = ids[0] if ids.ndim == 3 else ids
         is_target = ids[:, 0] == 0
         n_target, rows, cols = (
             int(v) for v in (is_target.sum(), ids[is_target, 1].max() + 1, ids[is_target, 2].max() + 1)
         )
-        return TokenLayout(
+        self._layout_key = key
+        self._layout = TokenLayout(
             image=n_target,
             reference=hidden.shape[1] - n_target,
             text=text.shape[1],
             text_in_sequence=True,
             grid=(1, rows, cols),
         )
+        return self._layout
 
     def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
         scale = call_default(self.pipeline, "true_cfg_scale", call_kwargs)
