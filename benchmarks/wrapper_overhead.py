@@ -34,7 +34,7 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     acc = AcceleratedPipeline.from_pipe(pipe, methods=[])
     request = GenerationRequest(
-        prompt=entry.prompts[0] if entry and entry.prompts else "a red circle on the left",
+        prompt=entry.cases[entry.bench_tasks[0]]()[0].prompt if entry else "a red circle on the left",
         steps=args.steps,
         height=entry.height if entry else None,
         width=entry.width if entry else None,

@@ -39,7 +39,7 @@ class BenchSettings:
     steps: int | None = None
     height: int | None = None
     width: int | None = None
-    prompts: int = 4
+    prompts: int = 8
     runs: int = 3
     device: str | None = None
     dtype: str = "float32"
@@ -62,32 +62,18 @@ class BenchSettings:
         self.methods = ["none", *specs]
 
 
-@dataclass
-class _Input:
-    request: GenerationRequest
-    mask: Any = None
-    spec: Any = None
-
-
-def _inputs(settings: BenchSettings, entry: models.ModelEntry | None) -> list[_Input]:
-    k = settings.prompts
-    if settings.task == "edit":
-        if entry is None or entry.edit_cases is None:
-            raise ValueError(
-                f"{settings.model} has no edit cases; bench --task edit needs an embedded edit model"
-            )
-        cases = entry.edit_cases()
-        cases = [cases[i % len(cases)] for i in range(k)]
-        return [
-            _Input(
-                GenerationRequest(prompt=c.prompt, image=c.image, mask=c.mask, seed=c.seed),
-                mask=c.mask,
-                spec=c,
-            )
-            for c in cases
-        ]
-    prompts = entry.prompts if entry is not None and entry.prompts else DEFAULT_PROMPTS
-    return [_Input(GenerationRequest(prompt=prompts[i % len(prompts)], seed=i)) for i in range(k)]
+def _cases(settings: BenchSettings, entry: models.ModelEntry | None) -> list[models.Case]:
+    """The first ``settings.prompts`` default inputs of the model for the task (cycled if short)."""
+    if entry is not None:
+        entry.pipeline_for(settings.task)  # the model serves this task
+        cases = entry.cases[settings.task]()
+    elif settings.task == "t2i":
+        cases = [models.Case(p, seed=i) for i, p in enumerate(DEFAULT_PROMPTS)]
+    else:
+        raise ValueError(
+            f"{settings.model} has no edit cases; bench --task edit needs an embedded edit model"
+        )
+    return [cases[i % len(cases)] for i in range(settings.prompts)]
 
 
 def _sync(device: str) -> None:
@@ -98,23 +84,24 @@ def _sync(device: str) -> None:
 def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
     """Run the benchmark; ``progress`` is a callable ``advance(description)`` or None."""
     entry = models.MODELS.get(settings.model)
-    if entry is not None and settings.task not in entry.bench_tasks:
-        raise ValueError(f"{settings.model} serves bench tasks {entry.bench_tasks}, not {settings.task!r}")
+    inputs = _cases(settings, entry)
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, settings.dtype)
-    pipe = load_pipeline(settings.model, torch_dtype=dtype).to(device)
+    pipeline_class = entry.pipeline_for(settings.task) if entry is not None else None
+    pipe = load_pipeline(settings.model, pipeline_class=pipeline_class, torch_dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
-    inputs = _inputs(settings, entry)
     steps = settings.steps or (entry.steps if entry else 28)
     height = settings.height or (entry.height if entry else None)
     width = settings.width or (entry.width if entry else None)
     defaults = dict(entry.call_defaults) if entry else {}
 
-    def call_kwargs(item: _Input, adapter) -> dict[str, Any]:
-        req = item.request
-        req.steps, req.height, req.width, req.output_type = steps, height, width, "np"
-        req.extra = dict(defaults)
-        return adapter.build_call(req)
+    def call_kwargs(case: models.Case, adapter) -> dict[str, Any]:
+        mask = case.mask if adapter.task == "inpaint" else None  # instruction editors take no mask
+        request = GenerationRequest(
+            prompt=case.prompt, image=case.image, mask=mask, seed=case.seed, steps=steps,
+            height=height, width=width, output_type="np", extra=dict(defaults),
+        )  # fmt: skip
+        return adapter.build_call(request)
 
     tick = progress or (lambda _description: None)
     images: dict[str, list[Any]] = {}
@@ -174,11 +161,15 @@ def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
             "blocks_reused": float(np.mean(reuse[spec])),
         }
         if scorer is not None:
-            row["shapes_acc"] = float(
-                np.mean(scorer(images[spec], [item.spec or item.request for item in inputs]))
-            )
+            verdicts = [
+                scorer(as_float_images(img)[0], case) for img, case in zip(images[spec], inputs, strict=True)
+            ]
+            row["shapes_acc"] = float(np.mean(verdicts))
         if settings.task == "edit":
             row["region_psnr_db"] = None if spec == base else _region_psnr(images[spec], images[base], inputs)
+            sources = [case.image for case in inputs]
+            if all(source is not None for source in sources):
+                row["preserve_psnr_db"] = _region_psnr(images[spec], sources, inputs)
         results.append(row)
     return {
         "model": settings.model,
@@ -218,8 +209,8 @@ def _mean_ssim(images: list[Any], reference: list[Any]) -> float | None:
         return None
 
 
-def _region_psnr(images: list[Any], reference: list[Any], inputs: list[_Input]) -> float | None:
-    """PSNR against the baseline outside the edit masks (None without masks)."""
+def _region_psnr(images: list[Any], reference: list[Any], inputs: list[models.Case]) -> float | None:
+    """PSNR against ``reference`` images outside the edit masks (None without masks)."""
     if any(item.mask is None for item in inputs):
         return None
     errs = []

@@ -39,11 +39,11 @@ def models_command() -> None:
 
     table = Table(title="embedded models")
     table.add_column("name", no_wrap=True)  # names are to be copied: never truncated
-    table.add_column("pipeline", overflow="fold")
-    table.add_column("task")
+    table.add_column("bench tasks: pipelines", overflow="fold")
     table.add_column("description", overflow="fold")
     for entry in models.MODELS.values():
-        table.add_row(entry.name, entry.pipeline, entry.task, entry.description)
+        serves = "\n".join(f"{task}: {klass}" for task, klass in entry.pipelines.items())
+        table.add_row(entry.name, serves, entry.description)
     console.print(table)
 
 
@@ -91,8 +91,13 @@ def generate_command(
             guidance_scale=guidance_scale,
             extra=dict(entry.call_defaults) if entry else {},
         )
+        pipeline_class = None
+        if entry is not None and len(entry.pipelines) > 1:
+            pipeline_class = entry.pipeline_for("edit" if image else "t2i")
         with console.status(f"loading {model}"):
-            pipe = AcceleratedPipeline.from_pretrained(model, methods=methods, torch_dtype=torch_dtype)
+            pipe = AcceleratedPipeline.from_pretrained(
+                model, methods=methods, pipeline_class=pipeline_class, torch_dtype=torch_dtype
+            )
         pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         kwargs = pipe.adapter.build_call(request)
     except (ValueError, TypeError, OSError) as exc:
@@ -113,7 +118,7 @@ def bench_command(
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).")] = None,
     height: Annotated[int | None, typer.Option(help="Height (default: the model's).")] = None,
     width: Annotated[int | None, typer.Option(help="Width (default: the model's).")] = None,
-    prompts: Annotated[int, typer.Option(help="Number of prompts / edit cases from the default set.")] = 4,
+    prompts: Annotated[int, typer.Option(help="Number of prompts / edit cases from the default set.")] = 8,
     runs: Annotated[int, typer.Option(help="Timed rounds (wall_s is the median over them).")] = 3,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",

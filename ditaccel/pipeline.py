@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import models
-from .adapters import Adapter, adapter_for
+from .adapters import adapter_for
 from .hooks import step_tracker
 from .hooks.context import DenoiseContext
 from .methods import Method, MethodConfig, method_class, resolve_methods
@@ -37,6 +37,7 @@ class AcceleratedPipeline:
         if not hasattr(pipeline, "components") or not callable(pipeline):
             raise TypeError(f"expected a diffusers pipeline, got {type(pipeline).__name__}")
         adapter = adapter_for(pipeline)
+        step_tracker.ensure_unwrapped(adapter.denoisers())
         configs = resolve_methods(methods)
         method_objects: list[Method] = [method_class(c.method)(c) for c in configs]
         for method in method_objects:
@@ -129,13 +130,16 @@ def load_pipeline(model: str | os.PathLike, pipeline_class: Any = None, **kwargs
     name = str(model)
     if name in models.MODELS:
         entry = models.get(name)
-        if entry.folder is None:
-            if pipeline_class is not None and _pipeline_class(pipeline_class).__name__ != entry.pipeline:
-                raise ValueError(f"{name} is a {entry.pipeline}; it cannot load as {klass.__name__}")
+        wanted = klass.__name__ if pipeline_class is not None else entry.pipeline_for()
+        if wanted not in entry.pipelines.values():
+            raise ValueError(f"{name} loads as {', '.join(entry.pipelines.values())}, not {wanted}")
+        if entry.build is not None:
             return entry.build(**kwargs)
-        return klass.from_pretrained(entry.folder, **kwargs)
+        if not (entry.folder / "model_index.json").is_file():
+            raise ModelNotFoundError(f"{name}'s weights are missing from {entry.folder}")
+        return _pipeline_class(wanted).from_pretrained(entry.folder, **{"local_files_only": True, **kwargs})
     if Path(name).is_dir():
-        return klass.from_pretrained(name, **kwargs)
+        return klass.from_pretrained(name, **{"local_files_only": True, **kwargs})
     embedded = ", ".join(models.available())
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise ModelNotFoundError(
@@ -160,8 +164,3 @@ def _pipeline_class(pipeline_class: Any) -> Any:
     if klass is None:
         raise ValueError(f"diffusers has no pipeline class {pipeline_class!r}")
     return klass
-
-
-def adapter_of(pipe: Any) -> Adapter:
-    """The adapter of a plain or accelerated pipeline."""
-    return pipe.adapter if isinstance(pipe, AcceleratedPipeline) else adapter_for(pipe)

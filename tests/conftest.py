@@ -7,11 +7,27 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import socket  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_connect = socket.socket.connect
+
+
+def _loopback_only(sock, address):
+    """Nothing in the suite may reach the network (notebook kernels talk over loopback)."""
+    host = address[0] if isinstance(address, tuple) else None
+    if host is not None and host not in _LOOPBACK:
+        raise RuntimeError(f"a test tried to reach the network: {address}")
+    return _connect(sock, address)
+
+
+socket.socket.connect = _loopback_only
 
 from ditaccel.media import output_images  # noqa: E402
 from ditaccel.testing import example_call, tiny_pipeline  # noqa: E402

@@ -72,3 +72,11 @@ def test_requests_become_calls(make_pipe):
         dit.build_call(GenerationRequest(prompt="circle", height=64, width=64))
     flux = adapter_for(make_pipe("tiny-random-flux"))
     assert flux.build_call(GenerationRequest(prompt="p", negative_prompt="n"))["true_cfg_scale"] > 1
+
+
+def test_flux_without_guidance_embedding_uses_true_cfg(make_pipe):
+    pipe = make_pipe("tiny-random-flux")
+    pipe.transformer.register_to_config(guidance_embeds=False)  # as a model trained without distillation
+    call = adapter_for(pipe).build_call(GenerationRequest(prompt="p", guidance_scale=3.0))
+    assert call["true_cfg_scale"] == 3.0 and call["negative_prompt"] == "" and "guidance_scale" not in call
+    assert adapter_for(pipe).cfg_mode(call).separate

@@ -227,6 +227,25 @@ class Adapter:
         names = list(inspect.signature(type(denoiser).forward).parameters)[1:]
         return self.argument(self.timestep_arg, names.index(self.timestep_arg), args, kwargs)
 
+    def true_cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
+        """CFG of pipelines with ``true_cfg_scale``: separate forwards once a negative prompt is given."""
+        scale = call_default(self.pipeline, "true_cfg_scale", call_kwargs)
+        has_negative = any(
+            call_kwargs.get(k) is not None for k in ("negative_prompt", "negative_prompt_embeds")
+        )
+        return CFGMode(separate=bool(scale is not None and scale > 1 and has_negative))
+
+    def batched_cfg_mode(self, call_kwargs: dict[str, Any], halves: tuple[str, str]) -> CFGMode:
+        """CFG of pipelines that batch both halves when ``guidance_scale > 1``."""
+        return CFGMode(
+            batched=halves if call_default(self.pipeline, "guidance_scale", call_kwargs) > 1 else ()
+        )
+
+    @staticmethod
+    def patch_grid(hidden: torch.Tensor, patch: int) -> tuple[int, int, int]:
+        """(frames, rows, cols) token grid of a (B, C, H, W) latent cut into patch x patch tokens."""
+        return 1, hidden.shape[-2] // patch, hidden.shape[-1] // patch
+
     @staticmethod
     def argument(name: str, position: int, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         """A forward argument given by keyword or at ``position``."""

@@ -17,7 +17,6 @@ from .base import (
     CFGMode,
     GenerationRequest,
     TokenLayout,
-    call_default,
 )
 
 
@@ -37,13 +36,11 @@ class DiTAdapter(Adapter):
 
     def token_layout(self, denoiser, args, kwargs) -> TokenLayout:
         hidden = self.argument("hidden_states", 0, args, kwargs)
-        patch = denoiser.config.patch_size
-        rows, cols = hidden.shape[-2] // patch, hidden.shape[-1] // patch
-        return TokenLayout(image=rows * cols, grid=(1, rows, cols))
+        grid = self.patch_grid(hidden, denoiser.config.patch_size)
+        return TokenLayout(image=grid[1] * grid[2], grid=grid)
 
     def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
-        scale = call_default(self.pipeline, "guidance_scale", call_kwargs)
-        return CFGMode(batched=("cond", "uncond") if scale > 1 else ())
+        return self.batched_cfg_mode(call_kwargs, ("cond", "uncond"))
 
     def build_call(self, request: GenerationRequest) -> dict[str, Any]:
         if request.image is not None or request.mask is not None:

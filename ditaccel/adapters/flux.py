@@ -19,10 +19,10 @@ from .base import (
     CFGMode,
     GenerationRequest,
     TokenLayout,
-    call_default,
 )
 
 _FLUX_IO = BlockIO(hidden_out=1, encoder_out=0)
+TRUE_CFG_SCALE = 4.0  # used when a negative prompt is given without a scale (Qwen-Image's default)
 
 
 class FluxAdapter(Adapter):
@@ -87,11 +87,7 @@ class FluxAdapter(Adapter):
         return self._layout
 
     def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
-        scale = call_default(self.pipeline, "true_cfg_scale", call_kwargs)
-        has_negative = any(
-            call_kwargs.get(k) is not None for k in ("negative_prompt", "negative_prompt_embeds")
-        )
-        return CFGMode(separate=bool(scale is not None and scale > 1 and has_negative))
+        return self.true_cfg_mode(call_kwargs)
 
     def build_call(self, request: GenerationRequest) -> dict[str, Any]:
         kwargs = self._common_call(request)
@@ -109,8 +105,13 @@ class FluxAdapter(Adapter):
             kwargs["image"], kwargs["mask_image"] = request.image, request.mask
         elif request.mask is not None:
             raise ValueError(f"{type(self.pipeline).__name__} takes no mask")
-        if request.negative_prompt is not None and "true_cfg_scale" not in kwargs and self.task != "inpaint":
-            kwargs["true_cfg_scale"] = request.extra.get("true_cfg_scale", 4.0)
-        if self.task == "inpaint":
+        if self.task == "inpaint":  # FluxFillPipeline has no true CFG
             kwargs.pop("negative_prompt", None)
+            return kwargs
+        if not self.pipeline.transformer.config.guidance_embeds and "guidance_scale" in kwargs:
+            # no distilled guidance: the guidance scale is that of true CFG, against "" by default
+            kwargs["true_cfg_scale"] = kwargs.pop("guidance_scale")
+            kwargs.setdefault("negative_prompt", "")
+        elif "negative_prompt" in kwargs:
+            kwargs.setdefault("true_cfg_scale", TRUE_CFG_SCALE)
         return kwargs

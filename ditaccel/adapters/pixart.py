@@ -17,7 +17,6 @@ from .base import (
     CFGMode,
     GenerationRequest,
     TokenLayout,
-    call_default,
 )
 
 
@@ -40,13 +39,11 @@ class PixArtAdapter(Adapter):
     def token_layout(self, denoiser, args, kwargs) -> TokenLayout:
         hidden = self.argument("hidden_states", 0, args, kwargs)
         text = self.argument("encoder_hidden_states", 1, args, kwargs)
-        patch = denoiser.config.patch_size
-        rows, cols = hidden.shape[-2] // patch, hidden.shape[-1] // patch
-        return TokenLayout(image=rows * cols, text=text.shape[1], grid=(1, rows, cols))
+        grid = self.patch_grid(hidden, denoiser.config.patch_size)
+        return TokenLayout(image=grid[1] * grid[2], text=text.shape[1], grid=grid)
 
     def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
-        scale = call_default(self.pipeline, "guidance_scale", call_kwargs)
-        return CFGMode(batched=("uncond", "cond") if scale > 1 else ())
+        return self.batched_cfg_mode(call_kwargs, ("uncond", "cond"))
 
     def build_call(self, request: GenerationRequest) -> dict[str, Any]:
         return {**self._common_call(request), "prompt": request.prompt}

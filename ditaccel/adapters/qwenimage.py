@@ -19,7 +19,6 @@ from .base import (
     CFGMode,
     GenerationRequest,
     TokenLayout,
-    call_default,
 )
 
 
@@ -54,11 +53,7 @@ class QwenImageAdapter(Adapter):
         )
 
     def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
-        scale = call_default(self.pipeline, "true_cfg_scale", call_kwargs)
-        has_negative = any(
-            call_kwargs.get(k) is not None for k in ("negative_prompt", "negative_prompt_embeds")
-        )
-        return CFGMode(separate=bool(scale is not None and scale > 1 and has_negative))
+        return self.true_cfg_mode(call_kwargs)
 
     def build_call(self, request: GenerationRequest) -> dict[str, Any]:
         kwargs = self._common_call(request)

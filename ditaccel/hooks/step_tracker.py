@@ -46,15 +46,22 @@ class StepTrackerHook(ModelHook):
         return module
 
 
-def attach(context: DenoiseContext) -> None:
-    """Put a tracker on every denoiser of the context's pipeline (outermost hook)."""
-    for index, denoiser in enumerate(context.adapter.denoisers()):
-        registry = HookRegistry.check_if_exists_or_initialize(denoiser)
-        if registry.get_hook(HOOK_NAME) is not None:
+def ensure_unwrapped(denoisers: list[torch.nn.Module]) -> None:
+    """ValueError when another AcceleratedPipeline already holds these denoisers."""
+    for denoiser in denoisers:
+        registry = getattr(denoiser, "_diffusers_hook", None)
+        if registry is not None and registry.get_hook(HOOK_NAME) is not None:
             raise ValueError(
                 "this pipeline's transformer is already wrapped by an AcceleratedPipeline; "
                 "call .remove() on that one first"
             )
+
+
+def attach(context: DenoiseContext) -> None:
+    """Put a tracker on every denoiser of the context's pipeline (outermost hook)."""
+    ensure_unwrapped(context.adapter.denoisers())
+    for index, denoiser in enumerate(context.adapter.denoisers()):
+        registry = HookRegistry.check_if_exists_or_initialize(denoiser)
         registry.register_hook(StepTrackerHook(context, index), HOOK_NAME)
 
 

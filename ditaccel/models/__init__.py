@@ -1,8 +1,10 @@
 """Models ditaccel can load by name, offline.
 
 The ``tiny-random-*`` models are tiny random-weight pipelines of every supported family, built in
-memory from ``ditaccel.testing`` (for plumbing and exactness, not quality). Each entry also
-knows the call settings and the default bench inputs that suit it.
+memory from ``ditaccel.testing`` (plumbing and exactness, not quality). An entry may instead ship
+as a diffusers pipeline folder (``folder``) serving several bench tasks with different pipeline
+classes, with a checker (``scorer``) that judges outputs. Each entry knows the call settings and
+the default bench inputs that suit it.
 """
 
 from __future__ import annotations
@@ -19,39 +21,47 @@ MODELS_DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
-class EditCase:
-    """A bench edit input: instruction, source image, optional mask of the region to change."""
+class Case:
+    """A bench input: prompt or instruction, seed, and for edits the source image and the mask of
+    the region meant to change (``mask`` is given to mask-editing pipelines and used by the
+    metrics). ``spec`` is what the model's checker judges the output against."""
 
     prompt: str
-    image: Image.Image
-    mask: Image.Image | None = None
     seed: int = 0
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+    spec: Any = None
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """An embedded model: how to build it and what a default call and bench look like."""
+    """An embedded model: how to build it, which pipeline serves which bench task, call defaults."""
 
     name: str
     description: str
-    pipeline: str
-    task: str
-    build: Callable[..., Any]
-    scorer: Callable[[list[Any], list[Any]], list[bool]] | None = None
+    pipelines: dict[str, str]  # bench task ("t2i" / "edit") -> diffusers pipeline class name
+    build: Callable[..., Any] | None = None  # in-memory models; else loaded from ``folder``
+    folder: Path | None = None
     height: int | None = None
     width: int | None = None
     steps: int = 28
     call_defaults: dict[str, Any] = field(default_factory=dict)
-    prompts: tuple[str, ...] = ()
-    edit_cases: Callable[[], list[EditCase]] | None = None
-    folder: Path | None = None
+    cases: dict[str, Callable[[], list[Case]]] = field(default_factory=dict)  # bench task -> inputs
+    scorer: Callable[[Any, Case], bool] | None = None  # checker: is this output right for the case?
 
     @property
     def bench_tasks(self) -> tuple[str, ...]:
-        """Bench tasks (``t2i`` / ``edit``) this model serves."""
-        return ("edit",) if self.task in ("edit", "inpaint") else ("t2i",)
+        return tuple(self.pipelines)
+
+    def pipeline_for(self, task: str | None = None) -> str:
+        if task is None:
+            return next(iter(self.pipelines.values()))
+        if task not in self.pipelines:
+            raise ValueError(f"{self.name} serves bench tasks {self.bench_tasks}, not {task!r}")
+        return self.pipelines[task]
 
 
+# --- tiny random models -------------------------------------------------------------------------
 _TINY_PROMPTS = (
     "a red circle on the left",
     "a small blue square at the top, striped background",
@@ -77,20 +87,21 @@ def _centre_mask(size: int) -> Image.Image:
     return Image.fromarray(mask)
 
 
-def _tiny_edit_cases(with_mask: bool) -> Callable[[], list[EditCase]]:
-    def cases() -> list[EditCase]:
-        instructions = ("make the square green", "remove the square", "add a yellow triangle at the top")
-        return [
-            EditCase(
-                p, _synthetic_source(_TINY_SIZE, i), _centre_mask(_TINY_SIZE) if with_mask else None, seed=i
-            )
-            for i, p in enumerate(instructions)
-        ]
-
-    return cases
+def _tiny_t2i_cases(prompts: tuple[str, ...]) -> Callable[[], list[Case]]:
+    return lambda: [Case(p, seed=i) for i, p in enumerate(prompts)]
 
 
-def _tiny(name: str, pipeline: str, task: str, **kwargs: Any) -> ModelEntry:
+def _tiny_edit_cases() -> list[Case]:
+    instructions = ("make the square green", "remove the square", "add a yellow triangle at the top")
+    return [
+        Case(p, seed=i, image=_synthetic_source(_TINY_SIZE, i), mask=_centre_mask(_TINY_SIZE))
+        for i, p in enumerate(instructions)
+    ]
+
+
+def _tiny(
+    name: str, pipeline: str, task: str, prompts: tuple[str, ...] = _TINY_PROMPTS, **kwargs: Any
+) -> ModelEntry:
     def build(torch_dtype=None, **_: Any):
         from .. import testing
 
@@ -98,34 +109,34 @@ def _tiny(name: str, pipeline: str, task: str, **kwargs: Any) -> ModelEntry:
             name, **({"torch_dtype": torch_dtype} if torch_dtype is not None else {})
         )
 
-    sized = task != "class"
+    sized = pipeline != "DiTPipeline"
+    cases = _tiny_edit_cases if task == "edit" else _tiny_t2i_cases(prompts)
     return ModelEntry(
         name=name,
         description="random weights: for tests and plumbing, not quality",
-        pipeline=pipeline,
-        task=task,
+        pipelines={task: pipeline},
         build=build,
         height=_TINY_SIZE if sized else None,
         width=_TINY_SIZE if sized else None,
         steps=4,
-        prompts=kwargs.pop("prompts", _TINY_PROMPTS),
+        cases={task: cases},
         **kwargs,
     )
 
 
 _ENTRIES = [
     _tiny("tiny-random-flux", "FluxPipeline", "t2i"),
-    _tiny("tiny-random-flux-kontext", "FluxKontextPipeline", "edit", edit_cases=_tiny_edit_cases(False)),
-    _tiny("tiny-random-flux-fill", "FluxFillPipeline", "inpaint", edit_cases=_tiny_edit_cases(True)),
+    _tiny("tiny-random-flux-kontext", "FluxKontextPipeline", "edit"),
+    _tiny("tiny-random-flux-fill", "FluxFillPipeline", "edit"),
     _tiny("tiny-random-sd3", "StableDiffusion3Pipeline", "t2i"),
     _tiny(
         "tiny-random-pixart", "PixArtSigmaPipeline", "t2i", call_defaults={"use_resolution_binning": False}
     ),
     _tiny("tiny-random-qwen-image", "QwenImagePipeline", "t2i"),
-    _tiny("tiny-random-qwen-image-edit", "QwenImageEditPipeline", "edit", edit_cases=_tiny_edit_cases(False)),
-    _tiny("tiny-random-wan", "WanPipeline", "t2v", call_defaults={"num_frames": 5}),
+    _tiny("tiny-random-qwen-image-edit", "QwenImageEditPipeline", "edit"),
+    _tiny("tiny-random-wan", "WanPipeline", "t2i", call_defaults={"num_frames": 5}),
     _tiny(
-        "tiny-random-dit", "DiTPipeline", "class", prompts=("circle", "square", "triangle", "circle, square")
+        "tiny-random-dit", "DiTPipeline", "t2i", prompts=("circle", "square", "triangle", "circle, square")
     ),
 ]
 MODELS: dict[str, ModelEntry] = {entry.name: entry for entry in _ENTRIES}
