@@ -21,7 +21,7 @@ from . import models
 from .adapters import GenerationRequest
 from .media import output_images
 from .methods import resolve_methods
-from .metrics import count_flops, psnr, ssim
+from .metrics import count_flops, psnr, psnr_from_mse, ssim
 from .metrics.image import as_float_images
 from .pipeline import AcceleratedPipeline, load_pipeline
 
@@ -198,8 +198,7 @@ def _mean_g(per_input: list[tuple[int, int]], index: int) -> float:
 def _set_psnr(images: list[Any], reference: list[Any]) -> float:
     """PSNR over all pixels of all inputs (one exact input does not make it infinite)."""
     a, b = as_float_images(images), as_float_images(reference)
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+    return psnr_from_mse(float(np.mean((a - b) ** 2)))
 
 
 def _mean_ssim(images: list[Any], reference: list[Any]) -> float | None:
@@ -218,8 +217,7 @@ def _region_psnr(images: list[Any], reference: list[Any], inputs: list[models.Ca
         a, b = as_float_images(img), as_float_images(ref)
         mask = as_float_images(item.mask.resize((a.shape[2], a.shape[1])))[..., 0] < 0.5
         errs.append(((a - b) ** 2)[np.broadcast_to(mask, a.shape[:-1])])
-    mse = float(np.mean(np.concatenate(errs)))
-    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+    return psnr_from_mse(float(np.mean(np.concatenate(errs))))
 
 
 def _versions() -> dict[str, str]:

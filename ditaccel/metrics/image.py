@@ -51,7 +51,11 @@ def psnr(a: Any, b: Any, mask: Any = None) -> float:
         if not keep.any():
             raise ValueError("the PSNR mask selects no pixel")
         err = err[keep]
-    mse = float(err.mean())
+    return psnr_from_mse(float(err.mean()))
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error at peak 1.0 (infinite for 0)."""
     return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
 
 
