@@ -123,8 +123,15 @@ def bench_command(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Write a PNG of PSNR vs speedup and vs FLOPs ratio, one front per method."),
+    ] = None,
 ) -> None:
-    """Benchmark methods against the plain pipeline: speed, counted FLOPs, quality."""
+    """Benchmark methods against the plain pipeline: speed, counted FLOPs, quality.
+
+    Repeat --methods with several settings of one method to sweep it; --plot draws the fronts.
+    """
     from .bench import BenchSettings, run_bench
 
     try:
@@ -147,6 +154,13 @@ def bench_command(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))
         console.print(f"wrote {json_out}")
+    if plot is not None:
+        from .plots import front_plot
+
+        try:
+            console.print(f"wrote {front_plot(report, plot)}")
+        except ValueError as exc:
+            _fail(str(exc))
 
 
 def results_table(report: dict) -> Table:
@@ -161,6 +175,7 @@ def results_table(report: dict) -> Table:
         "psnr_db",
         "ssim",
         "shapes_acc",
+        "blocks_reused",
     ]
     if report["task"] == "edit":
         columns.append("region_psnr_db")

@@ -81,7 +81,10 @@ class AcceleratedPipeline:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.context.begin_call(kwargs)
         start = time.perf_counter()
-        output = self.pipeline(*args, **kwargs)
+        try:
+            output = self.pipeline(*args, **kwargs)
+        finally:
+            self.context.end_call()
         self.context.stats.wall_s = time.perf_counter() - start
         return output
 
@@ -136,7 +139,10 @@ def load_pipeline(model: str | os.PathLike, pipeline_class: Any = None, **kwargs
         if entry.build is not None:
             return entry.build(**kwargs)
         if not (entry.folder / "model_index.json").is_file():
-            raise ModelNotFoundError(f"{name}'s weights are missing from {entry.folder}")
+            raise ModelNotFoundError(
+                f"{name}'s weights are missing from {entry.folder}; train them with "
+                "`python -m ditaccel.models.train_shapes_flux`"
+            )
         return _pipeline_class(wanted).from_pretrained(entry.folder, **{"local_files_only": True, **kwargs})
     if Path(name).is_dir():
         return klass.from_pretrained(name, **{"local_files_only": True, **kwargs})

@@ -15,12 +15,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class StepRecord:
-    """One denoiser forward: which step and branch, and how many blocks ran or were reused."""
+    """One denoiser forward: which step and branch, how many blocks ran, which were reused."""
 
     step: int
     branch: int
     blocks_run: int = 0
     blocks_reused: int = 0
+    reused: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -51,11 +52,12 @@ class CallStats:
         self.steps = max(self.steps, info.step + 1)
         self.records.append(StepRecord(info.step, info.branch, blocks_run=self.blocks_per_forward))
 
-    def reuse_blocks(self, count: int) -> None:
-        """The current forward served ``count`` blocks from a cache."""
+    def reuse_blocks(self, count: int, names: list[str] | None = None) -> None:
+        """The current forward served ``count`` blocks (named ``names``) from a cache."""
         record = self.records[-1]
         record.blocks_reused += count
         record.blocks_run -= count
+        record.reused.extend(names or [])
 
     # --- summaries ----------------------------------------------------------------------------
     @property
@@ -72,6 +74,23 @@ class CallStats:
         reused = {r.step for r in self.records if r.blocks_reused}
         return self.steps - len(reused)
 
+    @property
+    def steps_with_reuse(self) -> list[int]:
+        """Steps on which some forward served blocks from a cache."""
+        return sorted({r.step for r in self.records if r.blocks_reused})
+
+    def reuse_by_block(self) -> dict[str, int]:
+        """How many forwards reused each block (blocks never reused are absent)."""
+        counts: dict[str, int] = {}
+        for record in self.records:
+            for name in record.reused:
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def reuse_map(self) -> list[list[int]]:
+        """Per forward, ``[step, branch, blocks run, blocks reused]``: where the cache served."""
+        return [[r.step, r.branch, r.blocks_run, r.blocks_reused] for r in self.records]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "pipeline": self.pipeline,
@@ -82,6 +101,8 @@ class CallStats:
             "forwards": self.forwards,
             "blocks_total": self.blocks_total,
             "blocks_reused": self.blocks_reused,
+            "reused_steps": self.steps_with_reuse,
+            "reused_blocks": self.reuse_by_block(),
             "tokens_kept": self.tokens_kept,
             "attention_density": self.attention_density,
             "flops_saved_est": self.flops_saved_est,
@@ -97,7 +118,7 @@ class CallStats:
         table.add_column("what")
         table.add_column("value", justify="right")
         for key, value in self.to_dict().items():
-            if key in ("pipeline", "methods") or value is None:
+            if key in ("pipeline", "methods", "reused_blocks") or value is None:
                 continue
             table.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
         return table

@@ -126,3 +126,26 @@ def test_bench_fails_clearly(args, message):
     result = runner.invoke(app, [*base, *args], terminal_width=300)
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
+
+
+def test_bench_sweep_with_caches_and_peers_draws_the_fronts(tmp_path):
+    out, plot = tmp_path / "sweep.json", tmp_path / "front.png"
+    specs = [
+        "deepcache:interval=2",
+        "deepcache:interval=3",
+        "adaptive-cache:threshold=1",
+        "peer-fbcache:threshold=1",
+    ]
+    args = ["bench", "--model", "tiny-random-flux", "--steps", "10", "--prompts", "1", "--runs", "1"]
+    for spec in specs:
+        args += ["--methods", spec]
+    result = runner.invoke(app, [*args, "--json", str(out), "--plot", str(plot)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    rows = {row["method"]: row for row in json.loads(out.read_text())["results"]}
+    assert list(rows) == ["none", *specs]
+    # counted FLOPs fall as the interval grows; a cache that served blocks says so
+    assert rows["deepcache:interval=3"]["flops_ratio"] < rows["deepcache:interval=2"]["flops_ratio"] < 1
+    assert rows["deepcache:interval=2"]["blocks_reused"] > 0
+    assert rows["peer-fbcache:threshold=1"]["flops_ratio"] < 1
+    with Image.open(plot) as image:
+        assert image.size[0] > 600

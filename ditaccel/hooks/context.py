@@ -70,6 +70,11 @@ class DenoiseContext:
         self._reset()
         self.cfg = self.adapter.cfg_mode(call_kwargs)
 
+    def end_call(self) -> None:
+        """Free the methods' cached tensors; the call's statistics stay readable."""
+        self._states.clear()
+        self.current = None
+
     def _reset(self) -> None:
         self.current = None
         self._states.clear()

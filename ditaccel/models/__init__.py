@@ -1,10 +1,10 @@
 """Models ditaccel can load by name, offline.
 
-The ``tiny-random-*`` models are tiny random-weight pipelines of every supported family, built in
-memory from ``ditaccel.testing`` (plumbing and exactness, not quality). An entry may instead ship
-as a diffusers pipeline folder (``folder``) serving several bench tasks with different pipeline
-classes, with a checker (``scorer``) that judges outputs. Each entry knows the call settings and
-the default bench inputs that suit it.
+``shapes-flux`` is the project's own small trained FLUX-family pipeline (text-to-image and
+Kontext-style editing in the shapes world, with an offline checker): the model of every quality
+and speed benchmark. The ``tiny-random-*`` models are tiny random-weight pipelines of every
+supported family, built in memory from ``ditaccel.testing`` (plumbing and exactness, not
+quality). Each entry knows the call settings and the default bench inputs that suit it.
 """
 
 from __future__ import annotations
@@ -124,7 +124,51 @@ def _tiny(
     )
 
 
+# --- shapes-flux ----------------------------------------------------------------------------------
+def _shapes_cases(task: str) -> Callable[[], list[Case]]:
+    def cases() -> list[Case]:
+        from .. import shapes
+        from .shapes_flux import IMAGE_SIZE
+
+        if task == "t2i":
+            return [Case(scene.caption(), seed=seed, spec=scene) for scene, seed in shapes.default_t2i_set()]
+        return [
+            Case(
+                pair.instruction,
+                seed=seed,
+                image=Image.fromarray(shapes.render(pair.source, IMAGE_SIZE)),
+                mask=Image.fromarray(shapes.edit_mask(pair, IMAGE_SIZE).astype(np.uint8) * 255),
+                spec=pair,
+            )
+            for pair, seed in shapes.default_edit_set()
+        ]
+
+    return cases
+
+
+def _shapes_score(image: Any, case: Case) -> bool:
+    from .. import shapes
+
+    if isinstance(case.spec, shapes.EditPair):
+        return shapes.check_edit(image, case.spec)
+    return shapes.check_scene(image, case.spec).correct
+
+
+_SHAPES_FOLDER = MODELS_DIR / "shapes-flux"
+
 _ENTRIES = [
+    ModelEntry(
+        name="shapes-flux",
+        description="trained FLUX-family pipeline of the shapes world (t2i + Kontext editing), 128x128",
+        pipelines={"t2i": "FluxPipeline", "edit": "FluxKontextPipeline"},
+        folder=_SHAPES_FOLDER,
+        height=128,
+        width=128,
+        steps=28,
+        call_defaults={"max_sequence_length": 32},
+        cases={"t2i": _shapes_cases("t2i"), "edit": _shapes_cases("edit")},
+        scorer=_shapes_score,
+    ),
     _tiny("tiny-random-flux", "FluxPipeline", "t2i"),
     _tiny("tiny-random-flux-kontext", "FluxKontextPipeline", "edit"),
     _tiny("tiny-random-flux-fill", "FluxFillPipeline", "edit"),

@@ -1,0 +1,144 @@
+"""Stand in for a contiguous range of transformer blocks with a residual.
+
+Step and feature caches (``deepcache``, ``adaptive-cache``) share one mechanism: at the entry of a
+block range a policy sees the range's input streams and either lets the blocks run (and is then
+told the range's residual, output minus input, per stream) or returns the output streams to use
+instead, in which case every block of the range passes its input through untouched. The range may
+span block groups (FLUX double- then single-stream blocks) because the adapters describe every
+block's inputs and outputs as the same two streams. Policies, i.e. when to skip and which residual
+to use, live with the methods; state lives in the pipeline's :class:`DenoiseContext`, per denoiser
+and CFG branch, so it never leaks across calls or pipelines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from torch import nn
+
+from ..adapters import Adapter, BlockIO
+from .context import DenoiseContext, StepInfo
+
+Streams = tuple[torch.Tensor, "torch.Tensor | None"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One transformer block in execution order, with its name and stream convention."""
+
+    name: str
+    module: nn.Module
+    io: BlockIO
+
+
+def flat_blocks(adapter: Adapter, denoiser: nn.Module) -> list[Block]:
+    """Every block of ``denoiser`` in execution order."""
+    return [
+        Block(f"{group.name}.{i}", block, group.io)
+        for group in adapter.block_groups(denoiser)
+        for i, block in enumerate(group.blocks)
+    ]
+
+
+class RangePolicy(Protocol):
+    """What a caching method decides at a range entry."""
+
+    def enter(self, info: StepInfo, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Streams | None:
+        """Output streams that replace the range this forward, or ``None`` to run it."""
+
+    def computed(self, info: StepInfo, hidden: torch.Tensor | None, encoder: torch.Tensor | None) -> None:
+        """The range ran; ``hidden`` / ``encoder`` are its residuals (``None``: no such stream)."""
+
+
+@dataclass
+class _ForwardState:
+    """Where the current forward is inside the range."""
+
+    standin: Streams | None = None  # set while the range is skipped
+    entry: Streams | None = None  # the range input, while it runs
+
+
+class _RangeHook(ModelHook):
+    def __init__(self, owner: BlockRange, index: int) -> None:
+        super().__init__()
+        self.owner = owner
+        self.index = index
+
+    def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        owner, block = self.owner, self.owner.blocks[self.index]
+        context = owner.context
+        info = context.current
+        if info is None or info.denoiser != owner.denoiser_index:  # outside a tracked forward
+            return self.fn_ref.original_forward(*args, **kwargs)
+        state = context.state(owner.key, _ForwardState)
+        if self.index == 0:
+            hidden, encoder = block.io.split_input(args, kwargs)
+            state.standin = owner.policy.enter(info, hidden, encoder)
+            state.entry = None if state.standin is not None else (hidden, encoder)
+            if state.standin is not None:
+                context.stats.reuse_blocks(len(owner.blocks), [b.name for b in owner.blocks])
+        if state.standin is not None:
+            streams = state.standin if self.index == 0 else block.io.split_input(args, kwargs)
+            return block.io.join_output(*streams)
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        if self.index == len(owner.blocks) - 1:
+            hidden, encoder = block.io.split_output(output)
+            start_hidden, start_encoder = state.entry
+            residual_encoder = None if encoder is None or start_encoder is None else encoder - start_encoder
+            owner.policy.computed(info, hidden - start_hidden, residual_encoder)
+            state.entry = None
+        return output
+
+
+class BlockRange:
+    """Hooks that let ``policy`` replace ``blocks`` (contiguous, in execution order) of one denoiser."""
+
+    def __init__(
+        self,
+        context: DenoiseContext,
+        denoiser_index: int,
+        blocks: Sequence[Block],
+        policy: RangePolicy,
+        name: str,
+    ) -> None:
+        if not blocks:
+            raise ValueError(f"{name}: the cached block range is empty")
+        self.context = context
+        self.denoiser_index = denoiser_index
+        self.blocks = list(blocks)
+        self.policy = policy
+        self.hook_name = f"ditaccel.{name}"
+        self.key = f"{name}.range"
+
+    def attach(self) -> None:
+        for index, block in enumerate(self.blocks):
+            registry = HookRegistry.check_if_exists_or_initialize(block.module)
+            registry.register_hook(_RangeHook(self, index), self.hook_name)
+
+    def detach(self) -> None:
+        for block in self.blocks:
+            HookRegistry.check_if_exists_or_initialize(block.module).remove_hook(
+                self.hook_name, recurse=False
+            )
+
+
+class InputProbe(ModelHook):
+    """Records the image stream entering a block (the start of a probed block span)."""
+
+    def __init__(self, context: DenoiseContext, denoiser_index: int, io: BlockIO, key: str) -> None:
+        super().__init__()
+        self.context = context
+        self.denoiser_index = denoiser_index
+        self.io = io
+        self.key = key
+
+    def pre_forward(self, module: nn.Module, *args: Any, **kwargs: Any):
+        info = self.context.current
+        if info is not None and info.denoiser == self.denoiser_index:
+            holder = self.context.state(self.key, dict)
+            holder["hidden"] = self.io.split_input(args, kwargs)[0]
+        return args, kwargs

@@ -1,0 +1,58 @@
+"""A procedural "shapes world" (scenes, captions, instruction edits, renders) and an offline checker
+that judges whether an image shows a scene. Used to train and benchmark a small text-to-image /
+instruction-editing diffusion model without any learned judge."""
+
+from .checker import SceneCheck, ShapeCheck, check_edit, check_scene
+from .world import (
+    ANCHORS,
+    BACKGROUND_PHRASES,
+    BACKGROUNDS,
+    COLORS,
+    EDIT_KINDS,
+    HALF_EXTENTS,
+    KINDS,
+    POSITION_PHRASES,
+    POSITIONS,
+    SIZES,
+    EditPair,
+    Scene,
+    Shape,
+    default_edit_set,
+    default_t2i_set,
+    edit_mask,
+    render,
+    sample_edit,
+    sample_scene,
+    shape_coverage,
+    vocabulary,
+    words,
+)
+
+__all__ = [
+    "ANCHORS",
+    "BACKGROUNDS",
+    "BACKGROUND_PHRASES",
+    "COLORS",
+    "EDIT_KINDS",
+    "HALF_EXTENTS",
+    "KINDS",
+    "POSITIONS",
+    "POSITION_PHRASES",
+    "SIZES",
+    "EditPair",
+    "Scene",
+    "SceneCheck",
+    "Shape",
+    "ShapeCheck",
+    "check_edit",
+    "check_scene",
+    "default_edit_set",
+    "default_t2i_set",
+    "edit_mask",
+    "render",
+    "sample_edit",
+    "sample_scene",
+    "shape_coverage",
+    "vocabulary",
+    "words",
+]
