@@ -144,12 +144,13 @@ def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
     base_wall = _wall(times[base])
     base_gflops = _mean_g(flops[base], 0)
     for spec in settings.methods:
-        (config,) = resolve_methods(spec) or [None]
+        configs = resolve_methods(spec)
         wall = _wall(times[spec])
         gflops = _mean_g(flops[spec], 0)
         row: dict[str, Any] = {
             "method": spec,
-            "config": config.to_dict() if config is not None else {},
+            # one method: its parameters; a combination: parameters by method name
+            "config": configs[0].to_dict() if len(configs) == 1 else {c.method: c.to_dict() for c in configs},
             "wall_s": wall,
             "speedup": base_wall / wall,
             "transformer_gflops": gflops,

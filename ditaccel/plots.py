@@ -20,8 +20,9 @@ PSNR_CEILING_DB = 60.0  # identical images have infinite PSNR; they are drawn he
 
 
 def method_name(spec: str) -> str:
-    """``deepcache:interval=3`` -> ``deepcache``."""
-    return spec.split(":", 1)[0]
+    """``deepcache:interval=3`` -> ``deepcache``; a combination keeps every name
+    (``deepcache+sparse-attention``)."""
+    return "+".join(part.split(":", 1)[0] for part in spec.split("+"))
 
 
 def pareto_front(

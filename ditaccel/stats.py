@@ -45,6 +45,9 @@ class CallStats:
     flops_saved_est: float | None = None
     wall_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # per attention layer: [blocks visited, blocks of dense attention], summed over its calls;
+    # visited counts may be device tensors (no host sync in the loop), read when reported
+    attention_blocks: dict[str, list] = field(default_factory=dict)
 
     # --- recording ----------------------------------------------------------------------------
     def begin_forward(self, info: StepInfo) -> None:
@@ -59,7 +62,26 @@ class CallStats:
         record.blocks_run -= count
         record.reused.extend(names or [])
 
+    def record_attention(self, layer: str, visited: Any, total: int) -> None:
+        """An attention call of ``layer`` visited ``visited`` of ``total`` (query, key) blocks."""
+        entry = self.attention_blocks.setdefault(layer, [0, 0])
+        entry[0] = entry[0] + visited
+        entry[1] += total
+
     # --- summaries ----------------------------------------------------------------------------
+    def attention_density_by_layer(self) -> dict[str, float]:
+        """Realised attention density per layer (share of query-key blocks computed)."""
+        return {
+            name: float(visited) / total for name, (visited, total) in self.attention_blocks.items() if total
+        }
+
+    def realised_attention_density(self) -> float | None:
+        """Share of all query-key blocks computed, or the methods' own value where none recorded."""
+        if not self.attention_blocks:
+            return self.attention_density
+        visited = sum(float(v) for v, _ in self.attention_blocks.values())
+        return visited / sum(t for _, t in self.attention_blocks.values())
+
     @property
     def blocks_total(self) -> int:
         return self.forwards * self.blocks_per_forward
@@ -104,7 +126,12 @@ class CallStats:
             "reused_steps": self.steps_with_reuse,
             "reused_blocks": self.reuse_by_block(),
             "tokens_kept": self.tokens_kept,
-            "attention_density": self.attention_density,
+            "attention_density": self.realised_attention_density(),
+            **(
+                {"attention_density_by_layer": self.attention_density_by_layer()}
+                if self.attention_blocks
+                else {}
+            ),
             "flops_saved_est": self.flops_saved_est,
             "wall_s": self.wall_s,
             **self.extra,
@@ -118,7 +145,7 @@ class CallStats:
         table.add_column("what")
         table.add_column("value", justify="right")
         for key, value in self.to_dict().items():
-            if key in ("pipeline", "methods", "reused_blocks") or value is None:
+            if key in ("pipeline", "methods") or value is None or isinstance(value, dict):
                 continue
             table.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
         return table

@@ -14,6 +14,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+if not torch.cuda.is_available():  # Triton kernels run on CPU tensors in its interpreter
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _connect = socket.socket.connect

@@ -93,6 +93,17 @@ def test_bench_writes_the_design_schema(tmp_path):
     assert row["wall_s"] > 0
 
 
+def test_bench_reports_a_combination_with_each_method_config(tmp_path):
+    out = tmp_path / "bench.json"
+    spec = "deepcache:interval=2+sparse-attention:density=1,block=16"
+    args = ["bench", "--model", "tiny-random-flux", "--methods", spec, "--json", str(out)]
+    result = runner.invoke(app, [*args, "--prompts", "1", "--runs", "1", "--steps", "3"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    _, row = json.loads(out.read_text())["results"]
+    assert row["method"] == spec
+    assert row["config"]["deepcache"]["interval"] == 2 and row["config"]["sparse-attention"]["density"] == 1.0
+
+
 def test_bench_edit_task_reports_region_psnr(tmp_path):
     out = tmp_path / "bench.json"
     args = [

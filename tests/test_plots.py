@@ -9,6 +9,10 @@ from ditaccel.plots import method_name, pareto_front
 def test_method_name():
     assert method_name("deepcache:interval=3,front=2") == "deepcache"
     assert method_name("none") == "none"
+    assert (
+        method_name("deepcache:interval=3+sparse-attention:density=0.3,block=32")
+        == "deepcache+sparse-attention"
+    )
 
 
 def test_pareto_front_keeps_only_undominated_points():

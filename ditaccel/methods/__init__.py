@@ -4,6 +4,7 @@ from . import adaptive_cache as _adaptive_cache  # noqa: F401  (registers "adapt
 from . import deepcache as _deepcache  # noqa: F401  (registers "deepcache")
 from . import none as _none  # noqa: F401  (registers "none")
 from . import peers as _peers  # noqa: F401  (registers "peer-fbcache", "peer-taylorseer", "peer-magcache")
+from . import sparse_attention as _sparse_attention  # noqa: F401  (registers "sparse-attention")
 from .base import Method, MethodConfig
 from .none import NoneConfig
 from .registry import available_methods, method_class, parse_spec, register_method, resolve_methods

@@ -59,12 +59,22 @@ class FlopCount:
 _active: list[FlopCount] = []
 
 
-def report_flops(flops: int, *, attention: bool = False) -> None:
-    """Called by custom kernels: add ``flops`` they executed to every active count."""
+def report_flops(flops: int, *, attention: bool = False, counted: bool = False) -> None:
+    """Called by custom kernels: add ``flops`` they executed to every active count.
+
+    ``counted``: the counter already saw these FLOPs (PyTorch ops, e.g. a reference path's
+    matmuls) and only their attribution to attention is added."""
     for count in _active:
-        count.total += flops
+        if not counted:
+            count.total += flops
         if attention:
             count.attention += flops
+
+
+def counting_flops() -> bool:
+    """Whether a :func:`count_flops` block is counting right now (kernels that need a host sync
+    to know their FLOPs only pay it then)."""
+    return bool(_active)
 
 
 class _Session:

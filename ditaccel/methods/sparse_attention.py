@@ -1,0 +1,231 @@
+"""``sparse-attention``: block-sparse self / joint attention with predicted masks (SpargeAttn style).
+
+Each self- or joint-attention call of the transformer is routed (:mod:`..attention.sdpa_route`)
+to the block-sparse kernel (Triton on CUDA, the PyTorch reference elsewhere) with a mask predicted
+from that call's pooled queries and keys (:mod:`..attention.mask_prediction`). The first steps and
+the first layers stay dense, where layouts are still forming; text tokens of joint attention are
+always attended and attend to everything, since the whole prompt lives in a few blocks. The
+density of each layer comes from a calibration profile when one is given, else from ``density``.
+Cross-attention is left alone. ``density=1`` visits every block: dense attention through the kernel.
+
+With ``refresh=N`` the masked-out blocks are not dropped but served from a cache (the "residual
+reuse" of sparse FlashBlock): every N-th step computes every block, split into the predicted
+mask and its complement, and keeps the complement's output and log-sum-exp; the steps in between
+compute only the masked blocks and merge the cached complement back in by LSE, which is exact for
+the complement's value at the refresh step. Attention far from a query changes slowly across
+steps, so this keeps the attention mass that a pure mask would lose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ..adapters import Adapter, AttentionSite
+from ..attention import sdpa_route
+from ..attention.mask_prediction import MaskRule, predict_block_mask, token_blocks
+from ..hooks.context import DenoiseContext
+from ..kernels import BlockMask, block_sparse_attention, merge_attention
+from .base import Method, MethodConfig
+from .registry import register_method
+
+_HOOK = "ditaccel.sparse_attention"
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseAttentionConfig(MethodConfig):
+    """``density``: share of key blocks each query block keeps (``mode=topk``); ``mode=mass``
+    keeps instead the fewest blocks holding ``mass`` of the pooled attention. ``block``: tokens
+    per block. ``dense_steps`` / ``final_steps`` / ``dense_layers``: the first / last steps and the first
+    attention layers run dense.
+    ``min_similarity``: blocks whose tokens are less self-similar (mean cosine to their mean) are
+    always kept, their pooled estimate being unreliable. ``keep_text``: text tokens of joint
+    attention always attend and are attended. ``profile``: a calibration profile whose
+    ``attention`` entry gives the density per layer (overrides ``density``)."""
+
+    method = "sparse-attention"
+    density: float = 0.5
+    mode: Literal["topk", "mass"] = "topk"
+    mass: float = 0.95
+    block: int = 64
+    dense_steps: int = 2
+    dense_layers: int = 1
+    final_steps: int = 0
+    refresh: int = 0
+    min_similarity: float = 0.5
+    keep_text: bool = True
+    profile: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.check_range("dense_steps", 0)
+        self.check_range("dense_layers", 0)
+        self.check_range("final_steps", 0)
+        self.check_range("refresh", 0)
+        if self.block < 16 or self.block & (self.block - 1):
+            raise ValueError(f"{self.method}: block must be a power of two >= 16, got {self.block}")
+        try:
+            self.rule(self.density)
+        except ValueError as exc:
+            raise ValueError(f"{self.method}: {exc}") from None
+        if self.profile is not None and not Path(self.profile).is_file():
+            raise ValueError(f"{self.method}: profile {self.profile} does not exist")
+
+    def rule(self, density: float) -> MaskRule:
+        return MaskRule(self.mode, density, self.mass, self.min_similarity)
+
+
+def sparse_sites(adapter: Adapter, denoiser: torch.nn.Module) -> list[AttentionSite]:
+    """The self- and joint-attention layers of ``denoiser``, in order."""
+    return [site for site in adapter.attention_sites(denoiser) if site.kind in ("joint", "self")]
+
+
+def profile_densities(path: Path, sites: list[AttentionSite]) -> list[float]:
+    """Per-layer densities from a calibration profile's ``attention`` entry (a list in layer order
+    or a mapping by layer name), checked against the pipeline's attention layers."""
+    try:
+        entry = json.loads(Path(path).read_text())["attention"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"sparse-attention: {path} is not a profile with an 'attention' entry ({exc})"
+        ) from None
+    names = [site.name for site in sites]
+    if isinstance(entry, dict):
+        entry = entry.get("density", entry)
+    if isinstance(entry, dict):
+        missing = [name for name in names if name not in entry]
+        if missing:
+            raise ValueError(f"sparse-attention: profile {path} has no density for layers {missing[:3]}")
+        values = [entry[name] for name in names]
+    elif isinstance(entry, list) and len(entry) == len(names):
+        values = entry
+    else:
+        count = len(entry) if isinstance(entry, list) else "no list of"
+        raise ValueError(
+            f"sparse-attention: profile {path} gives {count} layer densities, this pipeline has "
+            f"{len(names)} attention layers (a profile of another model?)"
+        )
+    densities = [float(value) for value in values]
+    for name, value in zip(names, densities, strict=True):
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"sparse-attention: profile density of {name} must be in (0, 1], got {value}")
+    return densities
+
+
+@dataclass
+class _Reuse:
+    """A layer's last refresh: its mask and the attention over the blocks the mask leaves out."""
+
+    mask: BlockMask | None = None
+    out: torch.Tensor | None = None
+    lse: torch.Tensor | None = None
+    step: int = -1
+
+
+class _LayerRoute:
+    """The handler of one attention layer: predicts its mask and runs the sparse kernel."""
+
+    def __init__(self, context: DenoiseContext, config: SparseAttentionConfig, site: AttentionSite, layer: int, density: float) -> None:  # fmt: skip
+        self.context = context
+        self.config = config
+        self.site = site
+        self.layer = layer
+        self.rule = config.rule(density)
+        self.key = f"sparse-attention.{site.name}"
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor | None:  # fmt: skip
+        info = self.context.current
+        if info is None:
+            return None
+        c = self.config
+        n_q, n_k = -(-q.shape[2] // c.block), -(-k.shape[2] // c.block)
+        total = q.shape[0] * q.shape[1] * n_q * n_k
+        if (
+            info.step < c.dense_steps
+            or info.step >= info.total - c.final_steps
+            or self.layer < c.dense_layers
+        ):
+            self.context.stats.record_attention(self.site.name, total, total)
+            return None
+        if c.refresh:
+            reuse = self.context.state(self.key, _Reuse)
+            if reuse.mask is not None and info.step - reuse.step < c.refresh:
+                out, lse = block_sparse_attention(q, k, v, reuse.mask, scale)
+                self.context.stats.record_attention(self.site.name, reuse.mask.count.sum(), total)
+                return merge_attention(out, lse, reuse.out, reuse.lse)[0]
+        mask = self._predict(q, k, scale)
+        if not c.refresh:
+            out, _ = block_sparse_attention(q, k, v, mask, scale, return_lse=False)
+            self.context.stats.record_attention(self.site.name, mask.count.sum(), total)
+            return out
+        rest = BlockMask.from_dense(
+            ~mask.to_dense(), c.block, c.block, q.shape[2], k.shape[2], trim=not q.is_cuda
+        )
+        out, lse = block_sparse_attention(q, k, v, mask, scale)
+        reuse.out, reuse.lse = block_sparse_attention(q, k, v, rest, scale)
+        reuse.mask, reuse.step = mask, info.step
+        self.context.stats.record_attention(self.site.name, total, total)
+        return merge_attention(out, lse, reuse.out, reuse.lse)[0]
+
+    def _predict(self, q: torch.Tensor, k: torch.Tensor, scale: float | None) -> BlockMask:
+        c = self.config
+        keep_queries = keep_keys = None
+        text = self._text_tokens(q.shape[2], self.context.current.layout)
+        if text is not None:
+            keep_queries = token_blocks(*text, q.shape[2], c.block, q.device)
+            keep_keys = token_blocks(*text, k.shape[2], c.block, q.device)
+        return predict_block_mask(
+            q, k, self.rule, block_q=c.block, block_k=c.block, scale=scale,
+            keep_queries=keep_queries, keep_keys=keep_keys, trim=not q.is_cuda,
+        )  # fmt: skip
+
+    def _text_tokens(self, length: int, layout) -> tuple[int, int] | None:
+        """Where the text tokens sit in this layer's sequence, if it holds them."""
+        if not self.config.keep_text or not layout.text_in_sequence or not layout.text:
+            return None
+        if length != layout.text + layout.image_stream:
+            return None
+        if self.site.text_first is False:
+            return layout.image_stream, length
+        return 0, layout.text
+
+
+@register_method("sparse-attention")
+class SparseAttention(Method):
+    config_class = SparseAttentionConfig
+    exclusive = "attention"
+
+    def __init__(self, config: SparseAttentionConfig) -> None:
+        super().__init__(config)
+        self._modules: list[torch.nn.Module] = []
+
+    def check(self, adapter: Adapter) -> None:
+        super().check(adapter)
+        for denoiser in adapter.denoisers():
+            sites = sparse_sites(adapter, denoiser)
+            if not sites:
+                raise ValueError(
+                    f"sparse-attention: {type(denoiser).__name__} has no self- or joint-attention layer"
+                )
+            if self.config.profile is not None:
+                profile_densities(self.config.profile, sites)
+
+    def apply(self, context: DenoiseContext) -> None:
+        c = self.config
+        for denoiser in context.adapter.denoisers():
+            sites = sparse_sites(context.adapter, denoiser)
+            densities = (
+                profile_densities(c.profile, sites) if c.profile is not None else [c.density] * len(sites)
+            )
+            for layer, (site, density) in enumerate(zip(sites, densities, strict=True)):
+                sdpa_route.attach(site.module, _HOOK, _LayerRoute(context, c, site, layer, density))
+                self._modules.append(site.module)
+
+    def remove(self, context: DenoiseContext) -> None:
+        for module in self._modules:
+            sdpa_route.detach(module, _HOOK)
+        self._modules.clear()

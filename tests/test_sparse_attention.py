@@ -1,0 +1,183 @@
+"""``sparse-attention``: block-mask prediction, routing attention through the block-sparse kernel
+on every family, exact at density 1, per-layer densities from a profile."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import run
+
+from ditaccel import AcceleratedPipeline
+from ditaccel.attention import MaskRule, predict_block_mask, token_blocks
+from ditaccel.methods.sparse_attention import SparseAttentionConfig, sparse_sites
+from ditaccel.testing import TINY_MODELS
+
+DENSE = "sparse-attention:density=1,block=16,dense_steps=0,dense_layers=0"
+
+
+# --- mask prediction ------------------------------------------------------------------------------
+
+
+def _qk(length=128, dim=16, heads=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, heads, length, dim, generator=g), torch.randn(1, heads, length, dim, generator=g)
+
+
+def test_topk_keeps_the_share_plus_diagonal():
+    q, k = _qk()
+    rule = MaskRule("topk", density=0.25, min_similarity=-1.0)
+    mask = predict_block_mask(q, k, rule, block_q=16, block_k=16)
+    keep = mask.to_dense()
+    assert keep.shape == (1, 2, 8, 8)
+    assert torch.all(keep.diagonal(dim1=-2, dim2=-1))
+    # two blocks by score, plus the diagonal when it is not among them
+    assert torch.all((keep.sum(-1) >= 2) & (keep.sum(-1) <= 3))
+
+
+def test_topk_follows_the_pooled_scores():
+    """A key block aligned with a query block's mean wins the query block's attention."""
+    q = torch.zeros(1, 1, 64, 8)
+    k = torch.randn(1, 1, 64, 8, generator=torch.Generator().manual_seed(1)) * 0.01
+    q[..., :16, 0] = 5.0  # query block 0 looks along axis 0
+    k[..., 48:, 0] += 5.0  # key block 3 lies along axis 0
+    rule = MaskRule("topk", density=0.25, min_similarity=-1.0)
+    keep = predict_block_mask(q, k, rule, block_q=16, block_k=16).to_dense()
+    assert keep[0, 0, 0].tolist() == [True, False, False, True]
+
+
+def test_mass_mode_keeps_more_blocks_for_more_mass():
+    q, k = _qk(seed=2)
+    counts = []
+    for mass in (0.3, 0.6, 1.0):
+        rule = MaskRule("mass", mass=mass, min_similarity=-1.0)
+        counts.append(predict_block_mask(q, k, rule, block_q=16, block_k=16).count)
+    assert torch.all(counts[0] <= counts[1]) and torch.all(counts[1] <= counts[2])
+    assert counts[0].max() < 8 and torch.all(counts[2] == 8)
+
+
+def test_unreliable_and_forced_blocks_are_kept():
+    q, k = _qk(length=64)
+    rule = MaskRule("topk", density=0.25, min_similarity=1.0)  # random tokens are far from that self-similar
+    assert torch.all(predict_block_mask(q, k, rule, block_q=16, block_k=16).to_dense())
+    rule = MaskRule("topk", density=0.25, min_similarity=-1.0)
+    forced = token_blocks(0, 20, 64, 16)
+    assert forced.tolist() == [True, True, False, False]
+    keep = predict_block_mask(
+        q, k, rule, block_q=16, block_k=16, keep_queries=forced, keep_keys=forced
+    ).to_dense()
+    assert torch.all(keep[..., :2, :]) and torch.all(keep[..., :, :2])
+
+
+def test_mask_rule_validation():
+    with pytest.raises(ValueError, match="density"):
+        MaskRule(density=0.0)
+    with pytest.raises(ValueError, match="mass"):
+        MaskRule(mass=1.5)
+
+
+# --- the method -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_density_one_is_the_plain_pipeline(name, make_pipe):
+    pipe = make_pipe(name)
+    plain = run(pipe, name, steps=2)
+    accelerated = AcceleratedPipeline.from_pipe(pipe, methods=DENSE)
+    out = run(accelerated, name, steps=2)
+    np.testing.assert_allclose(out, plain, atol=2e-5)
+    stats = accelerated.stats.to_dict()
+    layers = {
+        site.name for d in accelerated.adapter.denoisers() for site in sparse_sites(accelerated.adapter, d)
+    }
+    assert set(stats["attention_density_by_layer"]) == layers  # every layer went through the kernel
+    assert stats["attention_density"] == 1.0
+    accelerated.remove()
+    assert np.array_equal(run(pipe, name, steps=2), plain)
+
+
+def test_sparse_masks_skip_blocks_and_report_density(make_pipe):
+    name = "tiny-random-flux"
+    pipe = make_pipe(name)
+    plain = run(pipe, name, steps=3, height=64, width=64)  # 64 image tokens + text
+    spec = "sparse-attention:density=0.25,block=16,dense_steps=1,dense_layers=1,min_similarity=-1,keep_text=false"
+    accelerated = AcceleratedPipeline.from_pipe(pipe, methods=spec)
+    out = run(accelerated, name, steps=3, height=64, width=64)
+    by_layer = accelerated.stats.attention_density_by_layer()
+    first, *rest = by_layer.values()
+    assert first == 1.0  # dense layer
+    assert all(d < 1.0 for d in rest)
+    assert accelerated.stats.realised_attention_density() < 1.0
+    assert np.isfinite(out).all() and not np.array_equal(out, plain)
+
+
+def test_text_blocks_stay_dense(make_pipe):
+    name = "tiny-random-flux"
+    pipe = make_pipe(name)
+    spec = "sparse-attention:density=0.25,block=16,dense_steps=0,dense_layers=0,min_similarity=-1"
+    with_text = AcceleratedPipeline.from_pipe(pipe, methods=spec)
+    run(with_text, name, steps=2, height=64, width=64)
+    kept = with_text.stats.realised_attention_density()
+    with_text.remove()
+    without = AcceleratedPipeline.from_pipe(pipe, methods=spec + ",keep_text=false")
+    run(without, name, steps=2, height=64, width=64)
+    assert kept > without.stats.realised_attention_density()
+
+
+def test_combines_with_deepcache(make_pipe):
+    name = "tiny-random-flux"
+    pipe = make_pipe(name)
+    accelerated = AcceleratedPipeline.from_pipe(pipe, methods="deepcache:interval=2+" + DENSE)
+    cached_only = AcceleratedPipeline.from_pipe(make_pipe(name), methods="deepcache:interval=2")
+    np.testing.assert_allclose(run(accelerated, name, steps=4), run(cached_only, name, steps=4), atol=2e-5)
+    assert accelerated.stats.blocks_reused > 0
+
+
+def test_profile_gives_per_layer_densities(make_pipe, tmp_path):
+    name = "tiny-random-flux"
+    pipe = make_pipe(name)
+    sites = sparse_sites(AcceleratedPipeline.from_pipe(pipe, methods=[]).adapter, pipe.transformer)
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps({"attention": {site.name: 1.0 for site in sites}}))
+    accelerated = AcceleratedPipeline.from_pipe(
+        make_pipe(name), methods=f"sparse-attention:block=16,dense_steps=0,dense_layers=0,profile={profile}"
+    )
+    np.testing.assert_allclose(run(accelerated, name), run(pipe, name), atol=2e-5)
+    profile.write_text(json.dumps({"attention": [0.5] * (len(sites) + 1)}))
+    with pytest.raises(ValueError, match="another model"):
+        AcceleratedPipeline.from_pipe(make_pipe(name), methods=f"sparse-attention:profile={profile}")
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="power of two"):
+        SparseAttentionConfig(block=24)
+    with pytest.raises(ValueError, match="density"):
+        SparseAttentionConfig(density=0)
+    with pytest.raises(ValueError, match="does not exist"):
+        SparseAttentionConfig(profile=tmp_path / "missing.json")
+    assert math.isclose(SparseAttentionConfig.from_params({"density": "0.3"}).density, 0.3)
+
+
+def test_refresh_one_is_dense_through_split_and_merge(make_pipe):
+    name = "tiny-random-flux"
+    pipe = make_pipe(name)
+    plain = run(pipe, name, steps=3, height=64, width=64)
+    spec = "sparse-attention:density=0.25,refresh=1,block=16,dense_steps=0,dense_layers=0,min_similarity=-1"
+    accelerated = AcceleratedPipeline.from_pipe(pipe, methods=spec)
+    np.testing.assert_allclose(run(accelerated, name, steps=3, height=64, width=64), plain, atol=2e-5)
+    assert accelerated.stats.realised_attention_density() == 1.0
+
+
+def test_refresh_serves_the_masked_blocks_between_refreshes(make_pipe):
+    name = "tiny-random-flux"
+    pipe = make_pipe(name)
+    spec = "sparse-attention:density=0.25,refresh=2,block=16,dense_steps=0,dense_layers=0,min_similarity=-1,keep_text=false"
+    accelerated = AcceleratedPipeline.from_pipe(pipe, methods=spec)
+    out = run(accelerated, name, steps=4, height=64, width=64)
+    density = accelerated.stats.realised_attention_density()
+    # steps 0 and 2 refresh (every block), steps 1 and 3 visit the masked blocks only
+    assert 0.5 < density < 1.0
+    assert np.isfinite(out).all()
+    # a new call starts without the previous call's cache: the same output again
+    np.testing.assert_array_equal(run(accelerated, name, steps=4, height=64, width=64), out)
