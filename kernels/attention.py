@@ -21,7 +21,7 @@ import os
 import torch
 
 from ..metrics.flops import counting_flops, report_flops
-from .block_mask import BlockMask
+from .block_mask import BlockMask, split_blocks
 
 # score matrices of the references are built in chunks of at most this many elements
 _CHUNK_ELEMENTS = 1 << 26
@@ -121,15 +121,6 @@ def _check_mask(q: torch.Tensor, k: torch.Tensor, mask: BlockMask) -> None:
             raise ValueError(f"mask has {have} {what}, the tensors {want}")
 
 
-def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
-    """(B, H, L, D) -> (B, H, n_blocks, block, D), zero-padded at the end."""
-    batch, heads, length, dim = x.shape
-    pad = -length % block
-    if pad:
-        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
-    return x.reshape(batch, heads, -1, block, dim)
-
-
 def _row_groups(mask: BlockMask, batch: int, heads: int) -> list[tuple[int, torch.Tensor]]:
     """The (batch, head, query block) rows of the mask grouped by how many key blocks they visit:
     ``[(count, row ids)]`` (one host sync). Rows of a group all attend to equally many keys, so a
@@ -149,9 +140,9 @@ def _sparse_by_groups(q, k, v, mask: BlockMask, scale: float, with_lse: bool):
     batch, heads, q_len, dim = q.shape
     bq, bk = mask.block_q, mask.block_k
     n_q, n_k = mask.q_blocks, mask.kv_blocks
-    qb = _blocks(q, bq).reshape(-1, bq, dim)  # (R, bq, D), R = B * H * n_q
-    kb = _blocks(k, bk).reshape(batch * heads, n_k, bk, dim)
-    vb = _blocks(v, bk).reshape(batch * heads, n_k, bk, dim)
+    qb = split_blocks(q, bq).reshape(-1, bq, dim)  # (R, bq, D), R = B * H * n_q
+    kb = split_blocks(k, bk).reshape(batch * heads, n_k, bk, dim)
+    vb = split_blocks(v, bk).reshape(batch * heads, n_k, bk, dim)
     partial = k.shape[2] % bk != 0
     key_ok = torch.ones(n_k, bk, dtype=torch.bool, device=q.device)
     key_ok[-1, k.shape[2] - (n_k - 1) * bk :] = False
@@ -235,16 +226,20 @@ def block_sparse_attention(
 # --- merging partial attentions -------------------------------------------------------------------
 
 
-def merge_attention_reference(
-    out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention over the union of two disjoint key sets from each part's (output, LSE):
-    L = logaddexp(L_a, L_b), O = exp(L_a - L) O_a + exp(L_b - L) O_b (empty parts: LSE -inf)."""
+def _check_merge(out_a, lse_a, out_b, lse_b) -> None:
     if out_a.shape != out_b.shape or lse_a.shape != lse_b.shape or out_a.shape[:-1] != lse_a.shape:
         raise ValueError(
             f"cannot merge outputs {tuple(out_a.shape)} / {tuple(out_b.shape)} with LSE "
             f"{tuple(lse_a.shape)} / {tuple(lse_b.shape)}"
         )
+
+
+def merge_attention_reference(
+    out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention over the union of two disjoint key sets from each part's (output, LSE):
+    L = logaddexp(L_a, L_b), O = exp(L_a - L) O_a + exp(L_b - L) O_b (empty parts: LSE -inf)."""
+    _check_merge(out_a, lse_a, out_b, lse_b)
     la, lb = lse_a.float(), lse_b.float()
     lse = torch.logaddexp(la, lb)
     finite = torch.isfinite(lse)
@@ -261,8 +256,7 @@ def merge_attention(
     """The LSE merge: Triton on CUDA, the reference elsewhere."""
     if not use_triton(out_a, out_b):
         return merge_attention_reference(out_a, lse_a, out_b, lse_b)
-    if out_a.shape != out_b.shape or lse_a.shape != lse_b.shape or out_a.shape[:-1] != lse_a.shape:
-        return merge_attention_reference(out_a, lse_a, out_b, lse_b)  # raises the shape error
+    _check_merge(out_a, lse_a, out_b, lse_b)
     from . import attention_triton
 
     return attention_triton.merge_attention(out_a, lse_a, out_b, lse_b)

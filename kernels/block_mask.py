@@ -17,6 +17,23 @@ def num_blocks(length: int, block: int) -> int:
     return -(-length // block)
 
 
+def block_sizes(length: int, block: int, device=None, dtype=torch.int64) -> torch.Tensor:
+    """Tokens in each block of a ``length``-token sequence (the last block may be partial)."""
+    n = num_blocks(length, block)
+    sizes = torch.full((n,), block, device=device, dtype=dtype)
+    sizes[-1] = length - (n - 1) * block
+    return sizes
+
+
+def split_blocks(x: torch.Tensor, block: int) -> torch.Tensor:
+    """(B, H, L, D) -> (B, H, n_blocks, block, D), zero-padded at the end."""
+    batch, heads, length, dim = x.shape
+    pad = -length % block
+    if pad:
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+    return x.reshape(batch, heads, -1, block, dim)
+
+
 @dataclass(frozen=True)
 class BlockMask:
     """Key-block lists of shape (B, H, n_q_blocks, width) with counts (B, H, n_q_blocks), int32."""
@@ -98,11 +115,7 @@ class BlockMask:
 
     def visited_pairs(self) -> int:
         """Query-key token pairs computed, counting partial edge blocks exactly (host sync)."""
-        n_k = self.kv_blocks
-        key_sizes = torch.full((n_k,), self.block_k, device=self.index.device)
-        key_sizes[-1] = self.kv_len - (n_k - 1) * self.block_k
-        n_q = self.q_blocks
-        query_sizes = torch.full((n_q,), self.block_q, device=self.index.device)
-        query_sizes[-1] = self.q_len - (n_q - 1) * self.block_q
+        key_sizes = block_sizes(self.kv_len, self.block_k, self.index.device)
+        query_sizes = block_sizes(self.q_len, self.block_q, self.index.device)
         keep = self.to_dense().to(key_sizes.dtype)
         return int(((keep @ key_sizes) * query_sizes).sum())

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 
 from ..kernels import BlockMask
-from ..kernels.block_mask import num_blocks
+from ..kernels.block_mask import block_sizes, num_blocks, split_blocks
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,8 @@ class MaskRule:
 
 def _pooled(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Block means (B, H, n, D), token counts (n,) and self-similarity (B, H, n) of (B, H, L, D)."""
-    batch, heads, length, dim = x.shape
-    n = num_blocks(length, block)
-    padded = torch.nn.functional.pad(x, (0, 0, 0, n * block - length)).reshape(batch, heads, n, block, dim)
-    sizes = torch.full((n,), block, device=x.device, dtype=x.dtype)
-    sizes[-1] = length - (n - 1) * block
+    padded = split_blocks(x, block)
+    sizes = block_sizes(x.shape[2], block, x.device, x.dtype)
     means = padded.sum(3) / sizes[:, None]
     unit = torch.nn.functional.normalize(padded, dim=-1)
     direction = torch.nn.functional.normalize(means, dim=-1)

@@ -31,6 +31,7 @@ from ..attention import sdpa_route
 from ..attention.mask_prediction import MaskRule, predict_block_mask, token_blocks
 from ..hooks.context import DenoiseContext
 from ..kernels import BlockMask, block_sparse_attention, merge_attention
+from ..kernels.block_mask import num_blocks
 from .base import Method, MethodConfig
 from .registry import register_method
 
@@ -142,8 +143,7 @@ class _LayerRoute:
         if info is None:
             return None
         c = self.config
-        n_q, n_k = -(-q.shape[2] // c.block), -(-k.shape[2] // c.block)
-        total = q.shape[0] * q.shape[1] * n_q * n_k
+        total = q.shape[0] * q.shape[1] * num_blocks(q.shape[2], c.block) * num_blocks(k.shape[2], c.block)
         if (
             info.step < c.dense_steps
             or info.step >= info.total - c.final_steps
