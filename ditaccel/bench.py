@@ -76,6 +76,18 @@ def _cases(settings: BenchSettings, entry: models.ModelEntry | None) -> list[mod
     return [cases[i % len(cases)] for i in range(settings.prompts)]
 
 
+def case_call(
+    case: models.Case, adapter: Any, *, steps: int, height: int | None, width: int | None, extra: dict
+) -> dict[str, Any]:
+    """The pipeline keyword arguments that run ``case`` (numpy images out)."""
+    mask = case.mask if adapter.task == "inpaint" else None  # instruction editors take no mask
+    request = GenerationRequest(
+        prompt=case.prompt, image=case.image, mask=mask, seed=case.seed, steps=steps,
+        height=height, width=width, output_type="np", extra=dict(extra),
+    )  # fmt: skip
+    return adapter.build_call(request)
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -96,12 +108,7 @@ def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
     defaults = dict(entry.call_defaults) if entry else {}
 
     def call_kwargs(case: models.Case, adapter) -> dict[str, Any]:
-        mask = case.mask if adapter.task == "inpaint" else None  # instruction editors take no mask
-        request = GenerationRequest(
-            prompt=case.prompt, image=case.image, mask=mask, seed=case.seed, steps=steps,
-            height=height, width=width, output_type="np", extra=dict(defaults),
-        )  # fmt: skip
-        return adapter.build_call(request)
+        return case_call(case, adapter, steps=steps, height=height, width=width, extra=defaults)
 
     tick = progress or (lambda _description: None)
     images: dict[str, list[Any]] = {}
@@ -235,4 +242,4 @@ def _versions() -> dict[str, str]:
 
 
 # re-exported for callers that compute single-image metrics next to bench numbers
-__all__ = ["BenchSettings", "run_bench", "psnr", "ssim"]
+__all__ = ["BenchSettings", "case_call", "run_bench", "psnr", "ssim"]

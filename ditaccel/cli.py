@@ -163,6 +163,75 @@ def bench_command(
             _fail(str(exc))
 
 
+@app.command("calibrate")
+def calibrate_command(
+    model: Annotated[str, typer.Option(help="Embedded model name, local pipeline folder or hub id.")],
+    out: Annotated[Path, typer.Option(help="Profile JSON to write (planner tensors go beside it).")],
+    prompts: Annotated[
+        str, typer.Option(help="How many of the model's calibration prompts, or a file with one per line.")
+    ] = "8",
+    task: Annotated[
+        str | None,
+        typer.Option(help="t2i or edit (default: the model's first; edit needs an embedded model)."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).")] = None,
+    height: Annotated[int | None, typer.Option(help="Height (default: the model's).")] = None,
+    width: Annotated[int | None, typer.Option(help="Width (default: the model's).")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Write PNG figures of the profile here.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
+    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+) -> None:
+    """Profile a model's per-block, per-step redundancy and attention density; write the profile
+    with its recommended plans (and figures), for `calibrated-cache:profile=...`."""
+    from .calibration.run import CalibrationSettings, calibrate
+
+    try:
+        settings = CalibrationSettings(
+            model=model, prompts=prompts, task=task, steps=steps, height=height, width=width,
+            device=device, dtype=dtype,
+        )  # fmt: skip
+    except ValueError as exc:
+        _fail(str(exc))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("loading", total=settings.work())
+        try:
+            profile = calibrate(settings, progress=lambda d: progress.update(bar, advance=1, description=d))
+        except (ValueError, TypeError, OSError) as exc:
+            _fail(str(exc))
+        progress.update(bar, total=progress.tasks[bar].completed, description="calibrated")  # no context pass
+    console.print(profile_table(profile))
+    console.print(f"wrote {profile.save(out)}")
+    if plots is not None:
+        from .calibration.plots import profile_plots
+
+        for path in profile_plots(profile, plots):
+            console.print(f"wrote {path}")
+
+
+def profile_table(profile) -> Table:
+    """A summary of a profile: per block, its mean change and spread; the stored plans."""
+    import numpy as np
+
+    change = np.asarray(profile.block_change)[1:]
+    cv = np.asarray(profile.block_change_cv)[1:]
+    table = Table(title=f"{profile.model}: {profile.prompts} prompts x {profile.steps} steps")
+    for column in ("block", "mean change", "cv across prompts", "gflops"):
+        table.add_column(column, justify="left" if column == "block" else "right")
+    for b, name in enumerate(profile.blocks):
+        gflops = profile.block_gflops[b] if profile.block_gflops else None
+        table.add_row(name, f"{change[:, b].mean():.4f}", f"{cv[:, b].mean():.3f}", _cell(gflops))
+    for plan in profile.plans.get("calibrated-cache", []):
+        served = sum(len(step) for step in plan["reuse"])
+        table.add_row(
+            f"plan flops_ratio={plan['target'].get('flops_ratio')}",
+            f"{served} served",
+            f"error {plan['predicted_error']:.3f}" if plan["predicted_error"] is not None else "-",
+            f"ratio {plan['flops_ratio']:.3f}",
+        )
+    return table
+
+
 def results_table(report: dict) -> Table:
     """The bench results as a rich table."""
     table = Table(title=f"{report['model']} {report['task']}, {report['steps']} steps, {report['device']}")

@@ -10,6 +10,7 @@ from conftest import run
 from PIL import Image
 
 from ditaccel.metrics import attention_flops, count_flops, psnr, report_flops, ssim
+from ditaccel.metrics.flops import discount_flops
 
 
 def test_psnr_known_values():
@@ -99,3 +100,14 @@ def test_scoped_count_includes_reported_flops_only_inside_the_module():
         report_flops(7)  # outside the module's forward: not counted
         module(torch.randn(1, 4))
     assert (counted.total, counted.attention) == (2 * 4 * 4 + 5, 5)
+
+
+def test_nested_counts_each_see_their_part_and_discounts_come_off():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+    one = 2 * 2 * 8 * 8  # one linear on a batch of 2
+    with count_flops([model]) as outer, count_flops([model[0]]) as inner:
+        # a measuring tool's own work inside model[0]'s forward, taken back out of both counts
+        handle = model[0].register_forward_pre_hook(lambda *_: discount_flops(10))
+        model(torch.randn(2, 8))
+        handle.remove()
+    assert (outer.total, inner.total) == (2 * one - 10, one - 10)

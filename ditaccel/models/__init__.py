@@ -48,6 +48,8 @@ class ModelEntry:
     call_defaults: dict[str, Any] = field(default_factory=dict)
     cases: dict[str, Callable[[], list[Case]]] = field(default_factory=dict)  # bench task -> inputs
     scorer: Callable[[Any, Case], bool] | None = None  # checker: is this output right for the case?
+    # bench task -> count -> calibration inputs (default: the bench inputs, cycled)
+    calibration: dict[str, Callable[[int], list[Case]]] = field(default_factory=dict)
 
     @property
     def bench_tasks(self) -> tuple[str, ...]:
@@ -59,6 +61,14 @@ class ModelEntry:
         if task not in self.pipelines:
             raise ValueError(f"{self.name} serves bench tasks {self.bench_tasks}, not {task!r}")
         return self.pipelines[task]
+
+    def calibration_cases(self, task: str, count: int) -> list[Case]:
+        """``count`` inputs to calibrate on; where the model has its own, they are not the bench's."""
+        self.pipeline_for(task)
+        if task in self.calibration:
+            return self.calibration[task](count)
+        cases = self.cases[task]()
+        return [cases[i % len(cases)] for i in range(count)]
 
 
 # --- tiny random models -------------------------------------------------------------------------
@@ -125,25 +135,34 @@ def _tiny(
 
 
 # --- shapes-flux ----------------------------------------------------------------------------------
+_SHAPES_BENCH = 8  # the bench's inputs are the first 8 of the default sets; calibration takes the next
+
+
+def _shapes_inputs(task: str, start: int, stop: int) -> list[Case]:
+    from .. import shapes
+    from .shapes_flux import IMAGE_SIZE
+
+    if task == "t2i":
+        chosen = shapes.default_t2i_set(stop)[start:stop]
+        return [Case(scene.caption(), seed=seed, spec=scene) for scene, seed in chosen]
+    return [
+        Case(
+            pair.instruction,
+            seed=seed,
+            image=Image.fromarray(shapes.render(pair.source, IMAGE_SIZE)),
+            mask=Image.fromarray(shapes.edit_mask(pair, IMAGE_SIZE).astype(np.uint8) * 255),
+            spec=pair,
+        )
+        for pair, seed in shapes.default_edit_set(stop)[start:stop]
+    ]
+
+
 def _shapes_cases(task: str) -> Callable[[], list[Case]]:
-    def cases() -> list[Case]:
-        from .. import shapes
-        from .shapes_flux import IMAGE_SIZE
+    return lambda: _shapes_inputs(task, 0, _SHAPES_BENCH)
 
-        if task == "t2i":
-            return [Case(scene.caption(), seed=seed, spec=scene) for scene, seed in shapes.default_t2i_set()]
-        return [
-            Case(
-                pair.instruction,
-                seed=seed,
-                image=Image.fromarray(shapes.render(pair.source, IMAGE_SIZE)),
-                mask=Image.fromarray(shapes.edit_mask(pair, IMAGE_SIZE).astype(np.uint8) * 255),
-                spec=pair,
-            )
-            for pair, seed in shapes.default_edit_set()
-        ]
 
-    return cases
+def _shapes_calibration(task: str) -> Callable[[int], list[Case]]:
+    return lambda count: _shapes_inputs(task, _SHAPES_BENCH, _SHAPES_BENCH + count)
 
 
 def _shapes_score(image: Any, case: Case) -> bool:
@@ -168,6 +187,7 @@ _ENTRIES = [
         call_defaults={"max_sequence_length": 32},
         cases={"t2i": _shapes_cases("t2i"), "edit": _shapes_cases("edit")},
         scorer=_shapes_score,
+        calibration={"t2i": _shapes_calibration("t2i"), "edit": _shapes_calibration("edit")},
     ),
     _tiny("tiny-random-flux", "FluxPipeline", "t2i"),
     _tiny("tiny-random-flux-kontext", "FluxKontextPipeline", "edit"),

@@ -1,0 +1,277 @@
+"""Turn a profile into schedules: a per-step, per-block cache plan, layer densities, pivotal layers.
+
+Cache plan: start from computing every block at every step and, greedily, stop computing the
+(block, step) whose reuse adds the least predicted error per FLOP saved, until the target
+``flops_ratio`` is reached or the next choice would exceed the error ``budget``. The predicted
+error of a plan is the sum, over served (block, step) pairs, of the profiled forecast error of that
+block at that step given the gaps to its last computed steps (``reuse_error_order{0,1}``),
+weighted per step: equally (``uniform``, the default) or by the step's share of the noise schedule
+(``dt``: an error in the model output at step ``t`` moves the latent by ``sigma_t - sigma_{t+1}``
+times it; measured worse on shapes-flux, since it moves reuse into the early steps where the
+layout forms and errors persist). The first step is always computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .profile import Profile
+
+DEFAULT_TARGETS = (0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3)
+# pivotal layers: the most context-sensitive ones that together hold this share of the sensitivity
+# (ToPi scores tokens at a few layers; half the total keeps the list short where one layer dominates)
+PIVOTAL_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """``flops_ratio``: target share of the plain transformer FLOPs; ``budget``: largest predicted
+    error (either or both; the plan stops at whichever comes first). ``order``: the forecast the
+    cache uses (0 reuse, 1 linear). ``weighting``: ``uniform`` weighs steps equally, ``dt`` by their
+    noise-schedule step. ``max_gap``: longest run of served steps (default: the profile's)."""
+
+    flops_ratio: float | None = 0.5
+    budget: float | None = None
+    order: int = 1
+    weighting: Literal["uniform", "dt"] = "uniform"
+    max_gap: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.flops_ratio is None and self.budget is None:
+            raise ValueError("a cache plan needs a flops_ratio target or an error budget")
+        if self.flops_ratio is not None and not 0.0 < self.flops_ratio <= 1.0:
+            raise ValueError(f"flops_ratio must be in (0, 1], got {self.flops_ratio}")
+        if self.budget is not None and self.budget < 0:
+            raise ValueError(f"budget must be >= 0, got {self.budget}")
+        if self.weighting not in ("uniform", "dt"):
+            raise ValueError(f"weighting must be uniform or dt, got {self.weighting!r}")
+        if self.order not in (0, 1):
+            raise ValueError(f"order must be 0 or 1 (the profiled forecasts), got {self.order}")
+        if self.max_gap is not None and self.max_gap < 1:
+            raise ValueError(f"max_gap must be >= 1, got {self.max_gap}")
+
+
+@dataclass
+class CachePlan:
+    """Which blocks (indices into the profile's ``blocks``) are served from the cache at each step."""
+
+    steps: int
+    order: int
+    reuse: list[list[int]]
+    flops_ratio: float
+    predicted_error: float | None  # None for a plan mapped onto another step count
+    target: dict[str, Any] = field(default_factory=dict)
+    max_gap: int = 8  # longest run of served steps of one block
+
+    def __post_init__(self) -> None:
+        if len(self.reuse) != self.steps:
+            raise ValueError(f"a cache plan of {self.steps} steps lists {len(self.reuse)}")
+        if self.reuse and self.reuse[0]:
+            raise ValueError("a cache plan cannot serve blocks at the first step (nothing is cached yet)")
+        if any(b < 0 for step in self.reuse for b in step):
+            raise ValueError("a cache plan's block indices must be >= 0")
+
+    @property
+    def served(self) -> int:
+        return sum(len(step) for step in self.reuse)
+
+    def blocks(self) -> set[int]:
+        """The blocks this plan ever serves."""
+        return {b for step in self.reuse for b in step}
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.reuse)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CachePlan:
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"not a cache plan: {exc}") from None
+
+    def for_steps(self, steps: int) -> CachePlan:
+        """The plan for another step count: each step takes the decision of the nearest
+        profiled step at the same point of the schedule (the first step stays computed), and a
+        block's served runs are cut to ``max_gap``. Its FLOPs ratio is rescaled by the share of
+        served (block, step) pairs; its predicted error is unknown (``None``)."""
+        if steps == self.steps:
+            return self
+        scale = (self.steps - 1) / max(steps - 1, 1)
+        reuse = [[] if i == 0 else list(self.reuse[round(i * scale)]) for i in range(steps)]
+        run: dict[int, int] = {}
+        for step in reuse:
+            for b in list(step):
+                run[b] = run.get(b, 0) + 1
+                if run[b] > self.max_gap:  # compute this one instead
+                    step.remove(b)
+            for b in set(run) - set(step):
+                run[b] = 0
+        old_share = self.served / self.steps
+        new_share = sum(map(len, reuse)) / steps
+        ratio = 1.0 - (1.0 - self.flops_ratio) * (new_share / old_share) if old_share else 1.0
+        target = {**self.target, "mapped_from_steps": self.steps}
+        return dataclasses.replace(
+            self, steps=steps, reuse=reuse, flops_ratio=round(ratio, 6), predicted_error=None, target=target
+        )
+
+
+def step_weights(profile: Profile, weighting: str) -> np.ndarray:
+    """Each step's weight (mean 1): its share of the noise schedule, or uniform."""
+    sigmas = np.asarray(profile.sigmas, dtype=np.float64)
+    if weighting == "uniform" or len(sigmas) < profile.steps + 1:
+        return np.ones(profile.steps)
+    dt = np.abs(sigmas[: profile.steps] - sigmas[1 : profile.steps + 1])
+    return dt / dt.mean() if dt.sum() > 0 else np.ones(profile.steps)
+
+
+def block_costs(profile: Profile) -> np.ndarray:
+    """FLOPs of each block relative to one whole forward."""
+    flops = np.asarray(profile.block_gflops, dtype=np.float64)
+    if len(flops) != len(profile.blocks) or flops.sum() <= 0 or profile.forward_gflops <= 0:
+        return np.full(len(profile.blocks), 1.0 / len(profile.blocks))
+    return flops / profile.forward_gflops
+
+
+class _Costs:
+    """The predicted error of one block's schedule (a boolean row: computed at each step)."""
+
+    def __init__(self, profile: Profile, config: PlannerConfig) -> None:
+        self.order0 = profile.tensors["reuse_error_order0"].double().numpy()
+        self.order1 = profile.tensors["reuse_error_order1"].double().numpy()
+        self.order = config.order
+        profiled_gap = self.order0.shape[2]
+        self.gap = min(config.max_gap or profiled_gap, profiled_gap)
+        self.weights = step_weights(profile, config.weighting)
+
+    def __call__(self, block: int, computed: np.ndarray) -> float:
+        total, last, before = 0.0, None, None
+        for t, run in enumerate(computed):
+            if run:
+                last, before = t, last
+                continue
+            if last is None or t - last > self.gap:
+                return np.inf
+            g0 = t - last
+            if self.order == 1 and before is not None:
+                if last - before > self.order1.shape[3]:
+                    return np.inf
+                error = self.order1[block, t, g0 - 1, last - before - 1]
+            else:
+                error = self.order0[block, t, g0 - 1]
+            if not np.isfinite(error):
+                return np.inf
+            total += self.weights[t] * error
+        return total
+
+
+def plan_cache(profile: Profile, config: PlannerConfig) -> CachePlan:
+    """The greedy per-step, per-block cache plan for ``config``'s target (see the module doc)."""
+    if not profile.has_errors:
+        raise ValueError(
+            "this profile has no reuse-error tensors (its .safetensors file); re-run `ditaccel calibrate` "
+            "or use one of its stored plans"
+        )
+    costs = _Costs(profile, config)
+    share = block_costs(profile) / profile.steps  # FLOPs share of one (block, step)
+    blocks, steps = len(profile.blocks), profile.steps
+    computed = np.ones((blocks, steps), dtype=bool)
+    current = np.array([costs(b, computed[b]) for b in range(blocks)])
+    ratio, error = 1.0, 0.0
+
+    def candidates(b: int) -> np.ndarray:
+        """Added error per FLOP saved of no longer computing each step of block ``b``."""
+        scores = np.full(steps, np.inf)
+        for t in range(1, steps):
+            if computed[b, t]:
+                computed[b, t] = False
+                scores[t] = (costs(b, computed[b]) - current[b]) / share[b]
+                computed[b, t] = True
+        return scores
+
+    table = np.stack([candidates(b) for b in range(blocks)])
+    while config.flops_ratio is None or ratio > config.flops_ratio + 1e-9:
+        b, t = np.unravel_index(np.argmin(table), table.shape)
+        if not np.isfinite(table[b, t]):
+            break  # nothing more can be served within the longest gap
+        added = table[b, t] * share[b]
+        if config.budget is not None and error + added > config.budget:
+            break
+        computed[b, t] = False
+        current[b] += added
+        error += added
+        ratio -= share[b]
+        table[b] = candidates(b)
+    reuse = [[b for b in range(blocks) if not computed[b, t]] for t in range(steps)]
+    target = {
+        k: v for k, v in (("flops_ratio", config.flops_ratio), ("budget", config.budget)) if v is not None
+    }
+    return CachePlan(steps, config.order, reuse, round(ratio, 6), round(float(error), 6), target, costs.gap)
+
+
+def predicted_error(profile: Profile, plan: CachePlan, weighting: str = "uniform") -> float:
+    """The error ``profile`` predicts for ``plan`` (e.g. a plan made from another profile)."""
+    if plan.steps != profile.steps:
+        raise ValueError(f"a plan of {plan.steps} steps against a profile of {profile.steps}")
+    costs = _Costs(profile, PlannerConfig(flops_ratio=1.0, order=plan.order, weighting=weighting))
+    computed = np.ones((len(profile.blocks), profile.steps), dtype=bool)
+    for t, blocks in enumerate(plan.reuse):
+        computed[blocks, t] = False
+    return float(sum(costs(b, computed[b]) for b in range(len(profile.blocks))))
+
+
+def pivotal_layers(profile: Profile, share: float = PIVOTAL_SHARE) -> list[str]:
+    """The most context-sensitive layers that together hold ``share`` of the total sensitivity."""
+    values = np.asarray(profile.context_sensitivity, dtype=np.float64)
+    if not len(values) or values.sum() <= 0:
+        return []
+    order = np.argsort(-values)
+    held = np.cumsum(values[order]) / values.sum()
+    count = int(np.searchsorted(held, share) + 1)
+    return [profile.context_layers[i] for i in sorted(order[:count])]
+
+
+def plan_all(
+    profile: Profile,
+    targets: tuple[float, ...] = DEFAULT_TARGETS,
+    order: int = 1,
+    pivotal_share: float = PIVOTAL_SHARE,
+) -> Profile:
+    """Write the recommended schedules into ``profile.plans`` (and return it): cache plans for
+    each target ``flops_ratio``, per-layer attention densities, pivotal layers."""
+    plans: dict[str, Any] = {}
+    if profile.has_errors:
+        plans["calibrated-cache"] = [
+            plan_cache(profile, PlannerConfig(flops_ratio=target, order=order)).to_dict()
+            for target in targets
+        ]
+    if profile.attention_layers:
+        plans["sparse-attention"] = {
+            "mass": profile.mass,
+            "density": dict(zip(profile.attention_layers, profile.attention, strict=True)),
+        }
+    pivotal = pivotal_layers(profile, pivotal_share)
+    if pivotal:
+        plans["context-prune"] = {"pivotal_layers": pivotal}
+    profile.plans = plans
+    return profile
+
+
+def stored_plan(profile: Profile, flops_ratio: float, order: int) -> CachePlan:
+    """The stored plan of ``order`` whose target is nearest ``flops_ratio`` (for profiles without
+    their reuse-error tensors)."""
+    stored = [CachePlan.from_dict(p) for p in profile.plans.get("calibrated-cache", [])]
+    stored = [p for p in stored if p.order == order]
+    if not stored:
+        raise ValueError(
+            f"the profile has neither reuse-error tensors nor a stored order-{order} cache plan; "
+            "re-run `ditaccel calibrate`"
+        )
+    return min(stored, key=lambda p: abs(p.flops_ratio - flops_ratio))

@@ -1,0 +1,107 @@
+"""``ditaccel calibrate``: load a model, profile it on a prompt set, plan, return the profile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import models
+from .planner import plan_all
+from .profile import Profile
+from .profiler import Profiler, ProfilerConfig
+
+TASKS = ("t2i", "edit")
+
+
+@dataclass
+class CalibrationSettings:
+    """What to calibrate. ``prompts``: a count of the model's calibration prompts, or a text
+    file with one prompt per line (text-to-image only). ``None`` task, sizes and steps: the model's."""
+
+    model: str
+    prompts: str | int = 8
+    task: str | None = None
+    steps: int | None = None
+    height: int | None = None
+    width: int | None = None
+    device: str | None = None
+    dtype: str = "float32"
+    profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            self.task = self.entry.bench_tasks[0] if self.entry is not None else "t2i"
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.steps is not None and self.steps < 2:
+            raise ValueError(f"calibration needs at least 2 steps, got {self.steps}")
+        if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
+            raise ValueError(f"unknown dtype {self.dtype!r}")
+        self.cases()  # a bad prompt count or file fails before anything loads
+
+    @property
+    def entry(self) -> models.ModelEntry | None:
+        return models.MODELS.get(self.model)
+
+    def cases(self) -> list[models.Case]:
+        text = str(self.prompts)
+        if text.isdigit():
+            count = int(text)
+            if count < 1:
+                raise ValueError(f"--prompts must be >= 1, got {count}")
+            if self.entry is not None:
+                return self.entry.calibration_cases(self.task, count)
+            if self.task != "t2i":
+                raise ValueError("edit calibration needs an embedded edit model (its source images)")
+            from ..bench import DEFAULT_PROMPTS
+
+            return [models.Case(DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)], seed=i) for i in range(count)]
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError(f"--prompts is neither a count nor a file: {text!r}")
+        if self.task != "t2i":
+            raise ValueError(
+                "a prompt file calibrates text-to-image; edit calibration uses the model's cases"
+            )
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"{path} holds no prompts")
+        return [models.Case(line, seed=i) for i, line in enumerate(lines)]
+
+    def work(self) -> int:
+        """Progress units: one per prompt, plus one per context-sensitivity prompt of edits (run
+        only where the pipeline has reference tokens, so a mask editor's bar stops short)."""
+        context = min(self.profiler.context_prompts, len(self.cases())) if self.task == "edit" else 0
+        return len(self.cases()) + context
+
+
+def calibrate(settings: CalibrationSettings, progress: Any = None) -> Profile:
+    """Profile ``settings.model`` and write its recommended plans into the profile."""
+    from ..bench import case_call
+    from ..pipeline import AcceleratedPipeline, load_pipeline
+
+    entry = settings.entry
+    cases = settings.cases()
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipeline_class = entry.pipeline_for(settings.task) if entry is not None else None
+    plain = load_pipeline(
+        settings.model, pipeline_class=pipeline_class, torch_dtype=getattr(torch, settings.dtype)
+    ).to(device)
+    plain.set_progress_bar_config(disable=True)
+    steps = settings.steps or (entry.steps if entry else 28)
+    height = settings.height or (entry.height if entry else None)
+    width = settings.width or (entry.width if entry else None)
+    extra = dict(entry.call_defaults) if entry else {}
+    pipe = AcceleratedPipeline.from_pipe(plain, methods=[])
+    try:
+        calls = [
+            case_call(case, pipe.adapter, steps=steps, height=height, width=width, extra=extra)
+            for case in cases
+        ]
+        profile = Profiler(pipe, settings.profiler).profile(calls, settings.model, steps, progress=progress)
+    finally:
+        pipe.remove()
+    return plan_all(profile)
