@@ -1,7 +1,6 @@
 """``sparse-attention``: block-mask prediction, routing attention through the block-sparse kernel
 on every family, exact at density 1, per-layer densities from a profile."""
 
-import json
 import math
 
 import numpy as np
@@ -11,7 +10,11 @@ from conftest import run
 
 from ditaccel import AcceleratedPipeline
 from ditaccel.attention import MaskRule, predict_block_mask, token_blocks
-from ditaccel.methods.sparse_attention import SparseAttentionConfig, sparse_sites
+from ditaccel.calibration import Profile
+from ditaccel.calibration.planner import attention_allocation
+from ditaccel.calibration.profile import fingerprint
+from ditaccel.hooks.block_range import flat_blocks
+from ditaccel.methods.sparse_attention import SparseAttentionConfig
 from ditaccel.testing import TINY_MODELS
 
 DENSE = "sparse-attention:density=1,block=16,dense_steps=0,dense_layers=0"
@@ -89,7 +92,9 @@ def test_density_one_is_the_plain_pipeline(name, make_pipe):
     np.testing.assert_allclose(out, plain, atol=2e-5)
     stats = accelerated.stats.to_dict()
     layers = {
-        site.name for d in accelerated.adapter.denoisers() for site in sparse_sites(accelerated.adapter, d)
+        site.name
+        for d in accelerated.adapter.denoisers()
+        for site in accelerated.adapter.sequence_attention_sites(d)
     }
     assert set(stats["attention_density_by_layer"]) == layers  # every layer went through the kernel
     assert stats["attention_density"] == 1.0
@@ -134,19 +139,71 @@ def test_combines_with_deepcache(make_pipe):
     assert accelerated.stats.blocks_reused > 0
 
 
-def test_profile_gives_per_layer_densities(make_pipe, tmp_path):
+def test_head_densities_keep_their_own_share():
+    q, k = _qk(heads=2)
+    rule = MaskRule("topk", density=0.5, min_similarity=-1.0, head_density=(0.25, 1.0))
+    keep = predict_block_mask(q, k, rule, block_q=16, block_k=16).to_dense()
+    assert torch.all((keep[0, 0].sum(-1) >= 2) & (keep[0, 0].sum(-1) <= 3))  # 2 of 8, plus the diagonal
+    assert torch.all(keep[0, 1])
+    with pytest.raises(ValueError, match="3 head densities for 2 heads"):
+        predict_block_mask(q, k, MaskRule(head_density=(0.5, 0.5, 0.5)), block_q=16, block_k=16)
+
+
+def _attention_profile(pipe, tmp_path, by_head):
+    """A calibration profile of ``pipe``'s model whose attention needs are ``by_head`` per layer."""
+    denoiser = pipe.adapter.denoisers()[0]
+    blocks = [b.name for b in flat_blocks(pipe.adapter, denoiser)]
+    layers = [site.name for site in pipe.adapter.sequence_attention_sites(denoiser)]
+    profile = Profile(
+        model="tiny", pipeline=type(pipe.pipeline).__name__, steps=2, prompts=1, blocks=blocks,
+        block_change=[[0.0] * len(blocks)] * 2, block_change_cv=[[0.0] * len(blocks)] * 2,
+        fingerprint=fingerprint(denoiser.config), attention_layers=layers,
+        attention=[float(np.mean(h)) for h in by_head(len(layers))],
+        attention_by_head=by_head(len(layers)),
+    )  # fmt: skip
+    return profile.save(tmp_path / "p.json")
+
+
+def test_profile_shares_the_density_budget_by_measured_need(make_pipe, tmp_path):
     name = "tiny-random-flux"
     pipe = make_pipe(name)
-    sites = sparse_sites(AcceleratedPipeline.from_pipe(pipe, methods=[]).adapter, pipe.transformer)
-    profile = tmp_path / "p.json"
-    profile.write_text(json.dumps({"attention": {site.name: 1.0 for site in sites}}))
-    accelerated = AcceleratedPipeline.from_pipe(
-        make_pipe(name), methods=f"sparse-attention:block=16,dense_steps=0,dense_layers=0,profile={profile}"
+    probe = AcceleratedPipeline.from_pipe(pipe, methods=[])
+    heads = pipe.transformer.config.num_attention_heads
+    path = _attention_profile(probe, tmp_path, lambda n: [[0.2] * (heads - 1) + [0.8]] * n)
+    probe.remove()
+    budget = "block=16,dense_steps=0,dense_layers=0,min_similarity=-1"
+    exact = AcceleratedPipeline.from_pipe(pipe, methods=f"sparse-attention:density=1,{budget},profile={path}")
+    np.testing.assert_allclose(run(exact, name), run(make_pipe(name), name), atol=2e-5)
+    exact.remove()
+    sparse = AcceleratedPipeline.from_pipe(
+        pipe, methods=f"sparse-attention:density=0.3,{budget},profile={path}"
     )
-    np.testing.assert_allclose(run(accelerated, name), run(pipe, name), atol=2e-5)
-    profile.write_text(json.dumps({"attention": [0.5] * (len(sites) + 1)}))
+    route = (
+        pipe.transformer.transformer_blocks[0]
+        .attn._diffusers_hook.get_hook("ditaccel.sparse_attention")
+        .handler
+    )
+    shares = route.rule.head_density
+    assert shares[-1] == pytest.approx(4 * shares[0]) and np.mean(shares) == pytest.approx(0.3)
+    sparse.remove()
+    other = AcceleratedPipeline.from_pipe(make_pipe("tiny-random-sd3"), methods=[])
+    wrong = _attention_profile(other, tmp_path, lambda n: [[0.5]] * n)
     with pytest.raises(ValueError, match="another model"):
-        AcceleratedPipeline.from_pipe(make_pipe(name), methods=f"sparse-attention:profile={profile}")
+        AcceleratedPipeline.from_pipe(make_pipe(name), methods=f"sparse-attention:profile={wrong}")
+
+
+def test_attention_allocation_caps_at_one_and_keeps_the_mean():
+    profile = Profile(
+        model="m", pipeline="P", steps=1, prompts=1, blocks=["a"], block_change=[[0.0]],
+        block_change_cv=[[0.0]], attention_layers=["l0", "l1"], attention=[0.5, 0.5],
+        attention_by_head=[[0.9, 0.1], [0.5, 0.5]],
+    )  # fmt: skip
+    shares = attention_allocation(profile, 0.6)
+    assert shares["l0"][0] == 1.0  # 0.9 / 0.5 * 0.6 > 1: capped, its surplus spread over the rest
+    flat = [x for heads in shares.values() for x in heads]
+    assert np.mean(flat) == pytest.approx(0.6, abs=1e-6)
+    assert shares["l1"][0] == pytest.approx(5 * shares["l0"][1], rel=1e-5)
+    assert all(x == 1.0 for heads in attention_allocation(profile, 1.0).values() for x in heads)
 
 
 def test_config_validation(tmp_path):

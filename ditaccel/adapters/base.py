@@ -202,6 +202,10 @@ class Adapter:
     def attention_sites(self, denoiser: nn.Module) -> list[AttentionSite]:
         raise NotImplementedError
 
+    def sequence_attention_sites(self, denoiser: nn.Module) -> list[AttentionSite]:
+        """The self- and joint-attention layers (queries and keys are the same tokens), in order."""
+        return [site for site in self.attention_sites(denoiser) if site.kind in ("joint", "self")]
+
     # --- what a call holds --------------------------------------------------------------------
     def token_layout(self, denoiser: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> TokenLayout:
         raise NotImplementedError

@@ -27,12 +27,13 @@ class MaskRule:
     """How many key blocks to keep: ``density`` (top-k share of the key blocks) or ``mass``
     (smallest set of blocks holding that share of the pooled attention), with ``min_similarity``
     (mean cosine similarity of a block's tokens to their mean below which the pooled estimate is
-    not trusted and the block is kept)."""
+    not trusted and the block is kept). ``head_density``: per head, replaces ``density`` (top-k)."""
 
     mode: Literal["topk", "mass"] = "topk"
     density: float = 0.5
     mass: float = 0.95
     min_similarity: float = 0.5
+    head_density: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in ("topk", "mass"):
@@ -43,6 +44,8 @@ class MaskRule:
             raise ValueError(f"mass must be in (0, 1], got {self.mass}")
         if not -1.0 <= self.min_similarity <= 1.0:
             raise ValueError(f"min_similarity must be in [-1, 1], got {self.min_similarity}")
+        if any(not 0.0 < d <= 1.0 for d in self.head_density):
+            raise ValueError(f"head densities must be in (0, 1], got {self.head_density}")
 
 
 def _pooled(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -80,7 +83,13 @@ def predict_block_mask(
     scores = torch.matmul(pooled_q, pooled_k.transpose(-1, -2)) * scale + torch.log(sizes_k)
     probs = torch.softmax(scores, dim=-1)
     n_q, n_k = probs.shape[-2:]
-    if rule.mode == "topk":
+    if rule.mode == "topk" and rule.head_density:
+        if len(rule.head_density) != probs.shape[1]:
+            raise ValueError(f"{len(rule.head_density)} head densities for {probs.shape[1]} heads")
+        top = torch.tensor([max(1, math.ceil(d * n_k)) for d in rule.head_density], device=probs.device)
+        rank = probs.argsort(dim=-1, descending=True).argsort(dim=-1)
+        keep = rank < top[None, :, None, None]
+    elif rule.mode == "topk":
         top = max(1, math.ceil(rule.density * n_k))
         keep = torch.zeros_like(probs, dtype=torch.bool)
         keep.scatter_(-1, probs.topk(top, dim=-1).indices, True)

@@ -25,6 +25,7 @@ DEFAULT_TARGETS = (0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3)
 # pivotal layers: the most context-sensitive ones that together hold this share of the sensitivity
 # (ToPi scores tokens at a few layers; half the total keeps the list short where one layer dominates)
 PIVOTAL_SHARE = 0.5
+ATTENTION_BUDGETS = (0.5, 0.3, 0.15)  # mean key-block densities whose per-head split is stored
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,35 @@ def pivotal_layers(profile: Profile, share: float = PIVOTAL_SHARE) -> list[str]:
     return [profile.context_layers[i] for i in sorted(order[:count])]
 
 
+def attention_allocation(profile: Profile, budget: float) -> dict[str, list[float]]:
+    """Per attention layer, per head: a share of key blocks to keep, proportional to the key density
+    the profile measured for that head (its need), scaled so the mean over all heads is ``budget``;
+    heads that would exceed 1 keep everything and their surplus goes to the others."""
+    if not profile.attention_layers:
+        raise ValueError("the profile has no attention densities")
+    if not 0.0 < budget <= 1.0:
+        raise ValueError(f"the attention budget must be in (0, 1], got {budget}")
+    need = [
+        list(heads) if heads else [profile.attention[i]]
+        for i, heads in enumerate(profile.attention_by_head or [[] for _ in profile.attention_layers])
+    ]
+    flat = np.asarray([d for heads in need for d in heads], dtype=np.float64)
+    share = np.ones_like(flat)
+    free = np.ones(len(flat), dtype=bool)
+    for _ in range(len(flat)):  # water-filling: cap at 1, spread what is left over the rest
+        left = budget * len(flat) - share[~free].sum()
+        share[free] = flat[free] * left / flat[free].sum()
+        over = free & (share > 1.0)
+        if not over.any():
+            break
+        share[over], free[over] = 1.0, False
+    values, start = [], 0
+    for heads in need:
+        values.append([round(float(x), 6) for x in share[start : start + len(heads)]])
+        start += len(heads)
+    return dict(zip(profile.attention_layers, values, strict=True))
+
+
 def plan_all(
     profile: Profile,
     targets: tuple[float, ...] = DEFAULT_TARGETS,
@@ -252,10 +282,9 @@ def plan_all(
             plan_cache(profile, PlannerConfig(flops_ratio=target, order=order)).to_dict()
             for target in targets
         ]
-    if profile.attention_layers:
+    if profile.attention_layers:  # what sparse-attention:profile=... runs at a few budgets
         plans["sparse-attention"] = {
-            "mass": profile.mass,
-            "density": dict(zip(profile.attention_layers, profile.attention, strict=True)),
+            str(budget): attention_allocation(profile, budget) for budget in ATTENTION_BUDGETS
         }
     pivotal = pivotal_layers(profile, pivotal_share)
     if pivotal:

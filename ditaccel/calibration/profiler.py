@@ -33,7 +33,6 @@ from tqdm.auto import tqdm
 
 from ..attention import sdpa_route
 from ..hooks.block_range import flat_blocks
-from ..methods.sparse_attention import sparse_sites
 from ..metrics.flops import count_flops, discount_flops
 from .context_sensitivity import context_sensitivity, relative_l1
 from .profile import Profile, fingerprint
@@ -135,7 +134,7 @@ class Profiler:
         adapter = pipe.adapter
         self.denoiser = adapter.denoisers()[0]
         self.blocks = flat_blocks(adapter, self.denoiser)
-        self.sites = sparse_sites(adapter, self.denoiser)
+        self.sites = adapter.sequence_attention_sites(self.denoiser)
         self.block_flops: list[int | None] = [None] * len(self.blocks)
         self.saw_reference = False
         self._generator = torch.Generator().manual_seed(self.config.seed)

@@ -5,7 +5,8 @@ to the block-sparse kernel (Triton on CUDA, the PyTorch reference elsewhere) wit
 from that call's pooled queries and keys (:mod:`..attention.mask_prediction`). The first steps and
 the first layers stay dense, where layouts are still forming; text tokens of joint attention are
 always attended and attend to everything, since the whole prompt lives in a few blocks. The
-density of each layer comes from a calibration profile when one is given, else from ``density``.
+density is ``density`` everywhere, or, given a calibration profile, that budget shared out over
+layers and heads by how diffuse each one's attention was measured to be.
 Cross-attention is left alone. ``density=1`` visits every block: dense attention through the kernel.
 
 With ``refresh=N`` the masked-out blocks are not dropped but served from a cache (the "residual
@@ -19,7 +20,6 @@ steps, so this keeps the attention mass that a pure mask would lose.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -46,8 +46,9 @@ class SparseAttentionConfig(MethodConfig):
     attention layers run dense.
     ``min_similarity``: blocks whose tokens are less self-similar (mean cosine to their mean) are
     always kept, their pooled estimate being unreliable. ``keep_text``: text tokens of joint
-    attention always attend and are attended. ``profile``: a calibration profile whose
-    ``attention`` entry gives the density per layer (overrides ``density``)."""
+    attention always attend and are attended. ``profile``: a calibration profile of this model; the
+    ``density`` budget is then shared out over layers and heads in proportion to the key density
+    each needs to hold 95% of its attention (``mode=topk``)."""
 
     method = "sparse-attention"
     density: float = 0.5
@@ -76,45 +77,30 @@ class SparseAttentionConfig(MethodConfig):
         if self.profile is not None and not Path(self.profile).is_file():
             raise ValueError(f"{self.method}: profile {self.profile} does not exist")
 
-    def rule(self, density: float) -> MaskRule:
-        return MaskRule(self.mode, density, self.mass, self.min_similarity)
+    def rule(self, density: float, heads: tuple[float, ...] = ()) -> MaskRule:
+        return MaskRule(self.mode, density, self.mass, self.min_similarity, heads)
 
 
-def sparse_sites(adapter: Adapter, denoiser: torch.nn.Module) -> list[AttentionSite]:
-    """The self- and joint-attention layers of ``denoiser``, in order."""
-    return [site for site in adapter.attention_sites(denoiser) if site.kind in ("joint", "self")]
+def head_densities(path: Path, adapter: Adapter, denoiser: torch.nn.Module, budget: float) -> list[tuple[float, ...]]:  # fmt: skip
+    """Per attention layer, per head: the densities a calibration profile recommends for a mean
+    of ``budget`` (checked against this model: its transformer, its attention layers)."""
+    from ..calibration.planner import attention_allocation
+    from ..calibration.profile import Profile, fingerprint
 
-
-def profile_densities(path: Path, sites: list[AttentionSite]) -> list[float]:
-    """Per-layer densities from a calibration profile's ``attention`` entry (a list in layer order
-    or a mapping by layer name), checked against the pipeline's attention layers."""
-    try:
-        entry = json.loads(Path(path).read_text())["attention"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    profile = Profile.load(path)
+    names = [site.name for site in adapter.sequence_attention_sites(denoiser)]
+    if profile.fingerprint and profile.fingerprint != fingerprint(denoiser.config):
         raise ValueError(
-            f"sparse-attention: {path} is not a profile with an 'attention' entry ({exc})"
-        ) from None
-    names = [site.name for site in sites]
-    if isinstance(entry, dict):
-        entry = entry.get("density", entry)
-    if isinstance(entry, dict):
-        missing = [name for name in names if name not in entry]
-        if missing:
-            raise ValueError(f"sparse-attention: profile {path} has no density for layers {missing[:3]}")
-        values = [entry[name] for name in names]
-    elif isinstance(entry, list) and len(entry) == len(names):
-        values = entry
-    else:
-        count = len(entry) if isinstance(entry, list) else "no list of"
-        raise ValueError(
-            f"sparse-attention: profile {path} gives {count} layer densities, this pipeline has "
-            f"{len(names)} attention layers (a profile of another model?)"
+            f"sparse-attention: {path} is a profile of another model ({profile.model}); "
+            "profile this one with `ditaccel calibrate`"
         )
-    densities = [float(value) for value in values]
-    for name, value in zip(names, densities, strict=True):
-        if not 0.0 < value <= 1.0:
-            raise ValueError(f"sparse-attention: profile density of {name} must be in (0, 1], got {value}")
-    return densities
+    if profile.attention_layers != names:
+        raise ValueError(
+            f"sparse-attention: {path} measured attention layers {profile.attention_layers[:2]}..., "
+            f"this pipeline has {names[:2]}... (a profile of another model?)"
+        )
+    allocation = attention_allocation(profile, budget)
+    return [tuple(allocation[name]) for name in names]
 
 
 @dataclass
@@ -130,12 +116,12 @@ class _Reuse:
 class _LayerRoute:
     """The handler of one attention layer: predicts its mask and runs the sparse kernel."""
 
-    def __init__(self, context: DenoiseContext, config: SparseAttentionConfig, site: AttentionSite, layer: int, density: float) -> None:  # fmt: skip
+    def __init__(self, context: DenoiseContext, config: SparseAttentionConfig, site: AttentionSite, layer: int, heads: tuple[float, ...] = ()) -> None:  # fmt: skip
         self.context = context
         self.config = config
         self.site = site
         self.layer = layer
-        self.rule = config.rule(density)
+        self.rule = config.rule(config.density, heads)
         self.key = f"sparse-attention.{site.name}"
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor | None:  # fmt: skip
@@ -206,23 +192,25 @@ class SparseAttention(Method):
     def check(self, adapter: Adapter) -> None:
         super().check(adapter)
         for denoiser in adapter.denoisers():
-            sites = sparse_sites(adapter, denoiser)
+            sites = adapter.sequence_attention_sites(denoiser)
             if not sites:
                 raise ValueError(
                     f"sparse-attention: {type(denoiser).__name__} has no self- or joint-attention layer"
                 )
             if self.config.profile is not None:
-                profile_densities(self.config.profile, sites)
+                head_densities(self.config.profile, adapter, denoiser, self.config.density)
 
     def apply(self, context: DenoiseContext) -> None:
         c = self.config
         for denoiser in context.adapter.denoisers():
-            sites = sparse_sites(context.adapter, denoiser)
-            densities = (
-                profile_densities(c.profile, sites) if c.profile is not None else [c.density] * len(sites)
+            sites = context.adapter.sequence_attention_sites(denoiser)
+            heads = (
+                head_densities(c.profile, context.adapter, denoiser, c.density)
+                if c.profile is not None and c.mode == "topk"
+                else [()] * len(sites)
             )
-            for layer, (site, density) in enumerate(zip(sites, densities, strict=True)):
-                sdpa_route.attach(site.module, _HOOK, _LayerRoute(context, c, site, layer, density))
+            for layer, (site, layer_heads) in enumerate(zip(sites, heads, strict=True)):
+                sdpa_route.attach(site.module, _HOOK, _LayerRoute(context, c, site, layer, layer_heads))
                 self._modules.append(site.module)
 
     def remove(self, context: DenoiseContext) -> None:
