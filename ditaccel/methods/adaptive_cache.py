@@ -22,7 +22,7 @@ from diffusers.hooks import HookRegistry
 from ..adapters import Adapter
 from ..hooks.block_range import BlockRange, InputProbe, Streams, flat_blocks
 from ..hooks.context import DenoiseContext, StepInfo
-from .base import Method, MethodConfig
+from .base import MethodConfig, RangeMethod
 from .deepcache import deep_range
 from .registry import register_method
 from .taylor import TaylorSeries
@@ -121,13 +121,12 @@ _PROBE_HOOK = f"ditaccel.{_KEY}.probe"
 
 
 @register_method("adaptive-cache")
-class AdaptiveCache(Method):
+class AdaptiveCache(RangeMethod):
     config_class = AdaptiveCacheConfig
     exclusive = "step-cache"
 
     def __init__(self, config: AdaptiveCacheConfig) -> None:
         super().__init__(config)
-        self._ranges: list[BlockRange] = []
         self._probes: list[torch.nn.Module] = []
 
     def check(self, adapter: Adapter) -> None:
@@ -145,13 +144,10 @@ class AdaptiveCache(Method):
             policy = _AdaptivePolicy(context, c, key)
             block_range = BlockRange(context, index, deep_range(context.adapter, denoiser, c.front, c.back, c.method),
                                      policy, key)  # fmt: skip
-            block_range.attach()
-            self._ranges.append(block_range)
+            self.attach_range(block_range)
 
     def remove(self, context: DenoiseContext) -> None:
-        for block_range in self._ranges:
-            block_range.detach()
+        super().remove(context)
         for module in self._probes:
             HookRegistry.check_if_exists_or_initialize(module).remove_hook(_PROBE_HOOK, recurse=False)
-        self._ranges.clear()
         self._probes.clear()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..adapters import Adapter
+from ..hooks.block_range import BlockRange
 from ..hooks.context import DenoiseContext
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -93,6 +94,24 @@ class Method:
 
     def remove(self, context: DenoiseContext) -> None:
         """Take this method's hooks off again."""
+
+
+class RangeMethod(Method):
+    """A method that stands in for block ranges (the step caches): it keeps the ranges it attached
+    and takes them off again."""
+
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__(config)
+        self._ranges: list[BlockRange] = []
+
+    def attach_range(self, block_range: BlockRange) -> None:
+        block_range.attach()
+        self._ranges.append(block_range)
+
+    def remove(self, context: DenoiseContext) -> None:
+        for block_range in self._ranges:
+            block_range.detach()
+        self._ranges.clear()
 
 
 def _default(f: dataclasses.Field) -> Any:

@@ -24,7 +24,7 @@ from ..calibration.planner import CachePlan, PlannerConfig, plan_cache, stored_p
 from ..calibration.profile import Profile, fingerprint, shipped_profile
 from ..hooks.block_range import BlockRange, Streams, flat_blocks
 from ..hooks.context import DenoiseContext, StepInfo
-from .base import Method, MethodConfig
+from .base import MethodConfig, RangeMethod
 from .registry import register_method
 from .taylor import TaylorSeries
 
@@ -105,14 +105,13 @@ class _BlockPolicy:
 
 
 @register_method("calibrated-cache")
-class CalibratedCache(Method):
+class CalibratedCache(RangeMethod):
     config_class = CalibratedCacheConfig
     exclusive = "step-cache"
 
     def __init__(self, config: CalibratedCacheConfig) -> None:
         super().__init__(config)
         self.profile: Profile | None = None
-        self._ranges: list[BlockRange] = []
         self._plans: dict[int, CachePlan] = {}  # by step count, made once each
         self._served: dict[int, set[int]] = {}
 
@@ -173,11 +172,4 @@ class CalibratedCache(Method):
         for index, denoiser in enumerate(context.adapter.denoisers()):
             for b, block in enumerate(flat_blocks(context.adapter, denoiser)):
                 policy = _BlockPolicy(self, context, b)
-                block_range = BlockRange(context, index, [block], policy, f"{_KEY}.{b}")
-                block_range.attach()
-                self._ranges.append(block_range)
-
-    def remove(self, context: DenoiseContext) -> None:
-        for block_range in self._ranges:
-            block_range.detach()
-        self._ranges.clear()
+                self.attach_range(BlockRange(context, index, [block], policy, f"{_KEY}.{b}"))

@@ -19,7 +19,7 @@ from ..adapters import Adapter
 from ..hooks.block_range import BlockRange, Streams, flat_blocks
 from ..hooks.context import DenoiseContext, StepInfo
 from . import schedules
-from .base import Method, MethodConfig
+from .base import MethodConfig, RangeMethod
 from .registry import register_method
 
 
@@ -101,13 +101,9 @@ def deep_range(adapter: Adapter, denoiser: torch.nn.Module, front: int, back: in
 
 
 @register_method("deepcache")
-class DeepCache(Method):
+class DeepCache(RangeMethod):
     config_class = DeepCacheConfig
     exclusive = "step-cache"
-
-    def __init__(self, config: DeepCacheConfig) -> None:
-        super().__init__(config)
-        self._ranges: list[BlockRange] = []
 
     def check(self, adapter: Adapter) -> None:
         super().check(adapter)
@@ -119,11 +115,4 @@ class DeepCache(Method):
         for index, denoiser in enumerate(context.adapter.denoisers()):
             policy = _DeepCachePolicy(context, c, "deepcache")
             blocks = deep_range(context.adapter, denoiser, c.front, c.back, c.method)
-            block_range = BlockRange(context, index, blocks, policy, "deepcache")
-            block_range.attach()
-            self._ranges.append(block_range)
-
-    def remove(self, context: DenoiseContext) -> None:
-        for block_range in self._ranges:
-            block_range.detach()
-        self._ranges.clear()
+            self.attach_range(BlockRange(context, index, blocks, policy, "deepcache"))
