@@ -185,11 +185,41 @@ def test_profile_shares_the_density_budget_by_measured_need(make_pipe, tmp_path)
     )
     shares = route.rule.head_density
     assert shares[-1] == pytest.approx(4 * shares[0]) and np.mean(shares) == pytest.approx(0.3)
+    out = run(sparse, name, steps=3, height=64, width=64)  # 64 image tokens: 4+ key blocks per row
+    by_layer = sparse.stats.attention_density_by_layer()
+    assert all(d < 1.0 for d in by_layer.values()) and np.isfinite(out).all()
     sparse.remove()
+    # the same budget with every head alike keeps a different set of blocks
+    uniform = AcceleratedPipeline.from_pipe(pipe, methods=f"sparse-attention:density=0.3,{budget}")
+    assert not np.array_equal(run(uniform, name, steps=3, height=64, width=64), out)
+    uniform.remove()
     other = AcceleratedPipeline.from_pipe(make_pipe("tiny-random-sd3"), methods=[])
     wrong = _attention_profile(other, tmp_path, lambda n: [[0.5]] * n)
     with pytest.raises(ValueError, match="another model"):
         AcceleratedPipeline.from_pipe(make_pipe(name), methods=f"sparse-attention:profile={wrong}")
+    with pytest.raises(ValueError, match="mode=topk"):
+        SparseAttentionConfig(mode="mass", profile=path)
+
+
+def test_profile_head_counts_and_dense_layers(make_pipe, tmp_path):
+    name = "tiny-random-flux"
+    pipe = make_pipe(name)
+    probe = AcceleratedPipeline.from_pipe(pipe, methods=[])
+    heads = pipe.transformer.config.num_attention_heads
+    short = _attention_profile(probe, tmp_path, lambda n: [[0.5] * (heads + 1)] * n)
+    with pytest.raises(ValueError, match=f"has {heads} heads"):
+        AcceleratedPipeline.from_pipe(make_pipe(name), methods=f"sparse-attention:profile={short}")
+    path = _attention_profile(probe, tmp_path, lambda n: [[0.5] * heads] * n)
+    probe.remove()
+    accelerated = AcceleratedPipeline.from_pipe(
+        pipe, methods=f"sparse-attention:density=0.3,dense_layers=1,profile={path}"
+    )
+    routes = [
+        site.module._diffusers_hook.get_hook("ditaccel.sparse_attention").handler
+        for site in accelerated.adapter.sequence_attention_sites(pipe.transformer)
+    ]
+    assert routes[0].rule.head_density == ()  # a dense layer takes no share of the budget
+    assert all(r.rule.head_density == pytest.approx((0.3,) * heads) for r in routes[1:])
 
 
 def test_attention_allocation_caps_at_one_and_keeps_the_mean():

@@ -86,9 +86,13 @@ def predict_block_mask(
     if rule.mode == "topk" and rule.head_density:
         if len(rule.head_density) != probs.shape[1]:
             raise ValueError(f"{len(rule.head_density)} head densities for {probs.shape[1]} heads")
-        top = torch.tensor([max(1, math.ceil(d * n_k)) for d in rule.head_density], device=probs.device)
-        rank = probs.argsort(dim=-1, descending=True).argsort(dim=-1)
-        keep = rank < top[None, :, None, None]
+        top = [max(1, math.ceil(d * n_k)) for d in rule.head_density]
+        wanted = (
+            torch.arange(max(top), device=probs.device)[None, None]
+            < torch.tensor(top, device=probs.device)[:, None, None]
+        )
+        keep = torch.zeros_like(probs, dtype=torch.bool)
+        keep.scatter_(-1, probs.topk(max(top), dim=-1).indices, wanted.expand(*probs.shape[:-1], max(top)))
     elif rule.mode == "topk":
         top = max(1, math.ceil(rule.density * n_k))
         keep = torch.zeros_like(probs, dtype=torch.bool)

@@ -25,7 +25,8 @@ DEFAULT_TARGETS = (0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3)
 # pivotal layers: the most context-sensitive ones that together hold this share of the sensitivity
 # (ToPi scores tokens at a few layers; half the total keeps the list short where one layer dominates)
 PIVOTAL_SHARE = 0.5
-ATTENTION_BUDGETS = (0.5, 0.3, 0.15)  # mean key-block densities whose per-head split is stored
+ATTENTION_BUDGETS = (0.5, 0.3, 0.15)
+_SMALLEST_SHARE = 1e-6  # a head keeps at least one block anyway (top-k rounds up)  # mean key-block densities whose per-head split is stored
 
 
 @dataclass(frozen=True)
@@ -239,18 +240,20 @@ def pivotal_layers(profile: Profile, share: float = PIVOTAL_SHARE) -> list[str]:
     return [profile.context_layers[i] for i in sorted(order[:count])]
 
 
-def attention_allocation(profile: Profile, budget: float) -> dict[str, list[float]]:
-    """Per attention layer, per head: a share of key blocks to keep, proportional to the key density
-    the profile measured for that head (its need), scaled so the mean over all heads is ``budget``;
-    heads that would exceed 1 keep everything and their surplus goes to the others."""
-    if not profile.attention_layers:
-        raise ValueError("the profile has no attention densities")
+def attention_allocation(
+    profile: Profile, budget: float, layers: list[str] | None = None
+) -> dict[str, list[float]]:
+    """Per attention layer (``layers``, default all), per head: a share of key blocks to keep,
+    proportional to the key density the profile measured for that head (its need), scaled so the
+    mean over those heads is ``budget``; heads that would exceed 1 keep everything and their surplus
+    goes to the others."""
+    if not profile.attention_by_head:
+        raise ValueError("the profile has no per-head attention densities")
     if not 0.0 < budget <= 1.0:
         raise ValueError(f"the attention budget must be in (0, 1], got {budget}")
-    need = [
-        list(heads) if heads else [profile.attention[i]]
-        for i, heads in enumerate(profile.attention_by_head or [[] for _ in profile.attention_layers])
-    ]
+    chosen = profile.attention_layers if layers is None else layers
+    by_layer = dict(zip(profile.attention_layers, profile.attention_by_head, strict=True))
+    need = [by_layer[name] for name in chosen]
     flat = np.asarray([d for heads in need for d in heads], dtype=np.float64)
     share = np.ones_like(flat)
     free = np.ones(len(flat), dtype=bool)
@@ -261,11 +264,12 @@ def attention_allocation(profile: Profile, budget: float) -> dict[str, list[floa
         if not over.any():
             break
         share[over], free[over] = 1.0, False
+    share = np.clip(share, _SMALLEST_SHARE, 1.0)  # rounding must not reach 0
     values, start = [], 0
     for heads in need:
         values.append([round(float(x), 6) for x in share[start : start + len(heads)]])
         start += len(heads)
-    return dict(zip(profile.attention_layers, values, strict=True))
+    return dict(zip(chosen, values, strict=True))
 
 
 def plan_all(

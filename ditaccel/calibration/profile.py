@@ -82,6 +82,11 @@ class Profile:
             fail(f"{len(self.attention)} attention densities for {len(self.attention_layers)} layers")
         if any(not (0.0 < d <= 1.0) for d in self.attention):
             fail("attention densities must be in (0, 1]")
+        if self.attention_by_head:
+            if len(self.attention_by_head) != len(self.attention_layers):
+                fail(f"{len(self.attention_by_head)} per-head lists for {len(self.attention_layers)} layers")
+            if any(not heads or any(not (0.0 < d <= 1.0) for d in heads) for heads in self.attention_by_head):
+                fail("per-head attention densities must be non-empty lists of values in (0, 1]")
         if self.block_gflops and len(self.block_gflops) != len(self.blocks):
             fail(f"{len(self.block_gflops)} block FLOP counts for {len(self.blocks)} blocks")
         if self.sigmas and len(self.sigmas) < self.steps:

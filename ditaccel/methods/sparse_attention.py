@@ -47,8 +47,8 @@ class SparseAttentionConfig(MethodConfig):
     ``min_similarity``: blocks whose tokens are less self-similar (mean cosine to their mean) are
     always kept, their pooled estimate being unreliable. ``keep_text``: text tokens of joint
     attention always attend and are attended. ``profile``: a calibration profile of this model; the
-    ``density`` budget is then shared out over layers and heads in proportion to the key density
-    each needs to hold 95% of its attention (``mode=topk``)."""
+    ``density`` budget is then shared out over the sparse layers' heads in proportion to the key
+    density each needs to hold the profile's ``mass`` of its attention (``mode=topk`` only)."""
 
     method = "sparse-attention"
     density: float = 0.5
@@ -76,31 +76,53 @@ class SparseAttentionConfig(MethodConfig):
             raise ValueError(f"{self.method}: {exc}") from None
         if self.profile is not None and not Path(self.profile).is_file():
             raise ValueError(f"{self.method}: profile {self.profile} does not exist")
+        if self.profile is not None and self.mode != "topk":
+            raise ValueError(f"{self.method}: profile= shares the density budget, so it needs mode=topk")
 
     def rule(self, density: float, heads: tuple[float, ...] = ()) -> MaskRule:
         return MaskRule(self.mode, density, self.mass, self.min_similarity, heads)
 
 
-def head_densities(path: Path, adapter: Adapter, denoiser: torch.nn.Module, budget: float) -> list[tuple[float, ...]]:  # fmt: skip
+def head_densities(path: Path, adapter: Adapter, denoiser: torch.nn.Module, budget: float, dense_layers: int = 0) -> list[tuple[float, ...]]:  # fmt: skip
     """Per attention layer, per head: the densities a calibration profile recommends for a mean
-    of ``budget`` (checked against this model: its transformer, its attention layers)."""
+    of ``budget`` over the sparse layers (those from ``dense_layers`` on; the dense ones get ``()``),
+    checked against this model: its transformer, its attention layers, their head counts."""
     from ..calibration.planner import attention_allocation
     from ..calibration.profile import Profile, fingerprint
 
     profile = Profile.load(path)
-    names = [site.name for site in adapter.sequence_attention_sites(denoiser)]
+    sites = adapter.sequence_attention_sites(denoiser)
+    names = [site.name for site in sites]
     if profile.fingerprint and profile.fingerprint != fingerprint(denoiser.config):
         raise ValueError(
             f"sparse-attention: {path} is a profile of another model ({profile.model}); "
             "profile this one with `ditaccel calibrate`"
         )
-    if profile.attention_layers != names:
+    if not profile.attention_by_head:
         raise ValueError(
-            f"sparse-attention: {path} measured attention layers {profile.attention_layers[:2]}..., "
-            f"this pipeline has {names[:2]}... (a profile of another model?)"
+            f"sparse-attention: {path} has no per-head attention densities; re-run `ditaccel calibrate`"
         )
-    allocation = attention_allocation(profile, budget)
-    return [tuple(allocation[name]) for name in names]
+    if profile.attention_layers != names:
+        differ = next(
+            (i for i, (a, b) in enumerate(zip(profile.attention_layers, names, strict=False)) if a != b), None
+        )
+        where = (
+            f"layer {differ}: {profile.attention_layers[differ]} vs {names[differ]}"
+            if differ is not None
+            else ""
+        )
+        raise ValueError(
+            f"sparse-attention: {path} measured {len(profile.attention_layers)} attention layers, this "
+            f"pipeline has {len(names)} {where} (a profile of another model?)"
+        )
+    for site, heads in zip(sites, profile.attention_by_head, strict=True):
+        expected = getattr(site.module, "heads", len(heads))
+        if len(heads) != expected:
+            raise ValueError(
+                f"sparse-attention: {path} gives {len(heads)} head densities for {site.name}, which has {expected} heads"
+            )
+    allocation = attention_allocation(profile, budget, layers=names[dense_layers:])
+    return [tuple(allocation.get(name, ())) for name in names]
 
 
 @dataclass
@@ -188,6 +210,7 @@ class SparseAttention(Method):
     def __init__(self, config: SparseAttentionConfig) -> None:
         super().__init__(config)
         self._modules: list[torch.nn.Module] = []
+        self._heads: dict[int, list[tuple[float, ...]]] = {}  # per denoiser: each layer's head shares
 
     def check(self, adapter: Adapter) -> None:
         super().check(adapter)
@@ -197,19 +220,21 @@ class SparseAttention(Method):
                 raise ValueError(
                     f"sparse-attention: {type(denoiser).__name__} has no self- or joint-attention layer"
                 )
+            heads = [()] * len(sites)
             if self.config.profile is not None:
-                head_densities(self.config.profile, adapter, denoiser, self.config.density)
+                c = self.config
+                heads = head_densities(c.profile, adapter, denoiser, c.density, c.dense_layers)
+            for layer_heads in heads:
+                self.config.rule(self.config.density, layer_heads)  # bad shares fail here, before any hook
+            self._heads[id(denoiser)] = heads
 
     def apply(self, context: DenoiseContext) -> None:
         c = self.config
+        if not self._heads:
+            self.check(context.adapter)
         for denoiser in context.adapter.denoisers():
             sites = context.adapter.sequence_attention_sites(denoiser)
-            heads = (
-                head_densities(c.profile, context.adapter, denoiser, c.density)
-                if c.profile is not None and c.mode == "topk"
-                else [()] * len(sites)
-            )
-            for layer, (site, layer_heads) in enumerate(zip(sites, heads, strict=True)):
+            for layer, (site, layer_heads) in enumerate(zip(sites, self._heads[id(denoiser)], strict=True)):
                 sdpa_route.attach(site.module, _HOOK, _LayerRoute(context, c, site, layer, layer_heads))
                 self._modules.append(site.module)
 
