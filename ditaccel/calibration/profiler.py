@@ -116,7 +116,7 @@ class _BlockProbe(ModelHook):
         before = self.block.io.split_input(args, kwargs)[0]
         after = self.block.io.split_output(output)[0]
         residual = (after - before).detach().float()
-        rec.record(info, self.index, residual, after.detach().float())
+        rec.record(info, self.index, residual, after.detach())
         return output
 
 
@@ -143,9 +143,8 @@ class Profiler:
     # --- per-prompt state --------------------------------------------------------------------------
     def _new_prompt(self, steps: int) -> None:
         self.steps = steps
-        self.history: dict[tuple, dict[int, torch.Tensor]] = defaultdict(
-            dict
-        )  # (branch, block) -> step -> sketch
+        # (branch, block) -> step -> sketch of the residual
+        self.history: dict[tuple, dict[int, torch.Tensor]] = defaultdict(dict)
         self.previous: dict[tuple, torch.Tensor] = {}
         self.changes: dict[tuple[int, int], list[float]] = defaultdict(list)
         self.errors = _ErrorSums(len(self.blocks), steps, self.config.max_gap)
@@ -171,7 +170,7 @@ class Profiler:
             )
         self.saw_reference |= info.layout.reference > 0
         sketch = residual[:, self.token_index.to(residual.device)].cpu()
-        scale = output[:, self.token_index.to(output.device)].abs().mean().clamp_min(1e-12).cpu()
+        scale = output[:, self.token_index.to(output.device)].float().abs().mean().clamp_min(1e-12).cpu()
         history = self.history[key]
         history[t] = sketch
         g_max = self.config.max_gap
