@@ -107,8 +107,11 @@ def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
     width = settings.width or (entry.width if entry else None)
     defaults = dict(entry.call_defaults) if entry else {}
 
-    def call_kwargs(case: models.Case, adapter) -> dict[str, Any]:
-        return case_call(case, adapter, steps=steps, height=height, width=width, extra=defaults)
+    def call_kwargs(case: models.Case, acc: AcceleratedPipeline) -> dict[str, Any]:
+        kwargs = case_call(case, acc.adapter, steps=steps, height=height, width=width, extra=defaults)
+        if "mask_image" in acc.call_arguments and case.mask is not None:
+            kwargs.setdefault("mask_image", case.mask)  # for methods that edit inside a mask
+        return kwargs
 
     tick = progress or (lambda _description: None)
     images: dict[str, list[Any]] = {}
@@ -120,7 +123,7 @@ def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
         try:
             for item in inputs:
                 with count_flops(acc.adapter.denoisers()) as counted:
-                    out = acc(**call_kwargs(item, acc.adapter))
+                    out = acc(**call_kwargs(item, acc))
                 images[spec].append(output_images(out))
                 flops[spec].append((counted.total, counted.attention))
                 stats = acc.stats
@@ -135,7 +138,7 @@ def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
             acc = AcceleratedPipeline.from_pipe(pipe, methods=spec)
             try:
                 for i, item in enumerate(inputs):
-                    kwargs = call_kwargs(item, acc.adapter)
+                    kwargs = call_kwargs(item, acc)
                     _sync(device)
                     start = time.perf_counter()
                     acc(**kwargs)

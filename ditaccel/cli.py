@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -99,10 +100,15 @@ def generate_command(
                 model, methods=methods, pipeline_class=pipeline_class, torch_dtype=torch_dtype
             )
         pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        kwargs = pipe.adapter.build_call(request)
+        # a mask for the methods (region-edit on an instruction editor), not for the pipeline
+        method_mask = request.mask is not None and "mask_image" in pipe.call_arguments
+        method_mask = method_mask and pipe.adapter.task != "inpaint"
+        kwargs = pipe.adapter.build_call(dataclasses.replace(request, mask=None) if method_mask else request)
+        if method_mask:
+            kwargs["mask_image"] = request.mask
+        result = pipe(**kwargs)
     except (ValueError, TypeError, OSError) as exc:
         _fail(str(exc))
-    result = pipe(**kwargs)
     path = save_output(output_images(result), out)
     console.print(pipe.stats.table())
     console.print(f"wrote {path} in {pipe.stats.wall_s:.2f} s")

@@ -8,6 +8,7 @@ never on classes, and ``remove()`` takes them all off again.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Iterable
@@ -79,7 +80,15 @@ class AcceleratedPipeline:
 
     # --- calling ---------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        accepted = set(inspect.signature(self.pipeline.__call__).parameters)
+        arguments = {}
+        for method in self._method_objects:
+            for name in method.call_arguments & set(kwargs):
+                arguments[name] = kwargs[name] if name in accepted else kwargs.pop(name)
+        for method in self._method_objects:
+            method.prepare_call(self.context, arguments, kwargs)
         self.context.begin_call(kwargs)
+        self.context.call_arguments = arguments
         start = time.perf_counter()
         try:
             output = self.pipeline(*args, **kwargs)
@@ -87,6 +96,19 @@ class AcceleratedPipeline:
             self.context.end_call()
         self.context.stats.wall_s = time.perf_counter() - start
         return output
+
+    def method(self, name: str) -> Method:
+        """The attached method called ``name``, e.g. to read what the last call chose
+        (``pipe.method("region-edit").edited_mask``)."""
+        for method in self._method_objects:
+            if method.config.method == name:
+                return method
+        raise KeyError(f"no method {name!r} on this pipeline (it has {[c.method for c in self.methods]})")
+
+    @property
+    def call_arguments(self) -> frozenset[str]:
+        """Call keyword arguments the methods read beyond the pipeline's own (e.g. ``mask_image``)."""
+        return frozenset().union(*(m.call_arguments for m in self._method_objects))
 
     @property
     def stats(self) -> CallStats:

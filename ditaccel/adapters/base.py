@@ -9,7 +9,8 @@ a model family means one adapter file (see ``flux.py`` for the pattern) and a ti
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -106,7 +107,8 @@ class TokenLayout:
     reference-image tokens appended after them in the image stream (Kontext, Qwen-Image-Edit);
     ``text`` are the text tokens; ``text_in_sequence`` says whether text shares the attention
     sequence (joint attention) or only enters by cross-attention. ``grid`` is the
-    (frames, rows, cols) token grid of the generated image.
+    (frames, rows, cols) token grid of the generated image, ``reference_grid`` the (rows, cols)
+    grid of a single reference image (None without one, or with several).
     """
 
     image: int
@@ -114,11 +116,17 @@ class TokenLayout:
     text: int = 0
     text_in_sequence: bool = False
     grid: tuple[int, int, int] = (1, 0, 0)
+    reference_grid: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         frames, rows, cols = self.grid
         if frames * rows * cols != self.image:
             raise ValueError(f"token grid {self.grid} does not hold {self.image} image tokens")
+        if (
+            self.reference_grid is not None
+            and self.reference_grid[0] * self.reference_grid[1] != self.reference
+        ):
+            raise ValueError(f"reference grid {self.reference_grid} does not hold {self.reference} tokens")
 
     @property
     def image_stream(self) -> int:
@@ -201,6 +209,40 @@ class Adapter:
 
     def attention_sites(self, denoiser: nn.Module) -> list[AttentionSite]:
         raise NotImplementedError
+
+    def image_subset_support(self, denoiser: nn.Module) -> str | None:
+        """Why ``denoiser`` cannot be called on a subset of its image tokens (None: it can)."""
+        return f"{self.family} does not support computing a subset of the image tokens"
+
+    @contextmanager
+    def image_subset(
+        self, denoiser: nn.Module, args: Sequence[Any], kwargs: dict[str, Any], index: torch.Tensor
+    ) -> Iterator[tuple[Sequence[Any], dict[str, Any]]]:
+        """The denoiser call restricted to the image-stream tokens at ``index``, each keeping its
+        position (RoPE), for methods that compute only part of the image (region editing); valid
+        inside the ``with`` block."""
+        raise NotImplementedError(self.image_subset_support(denoiser))
+        yield args, kwargs  # pragma: no cover
+
+    def noisy_latents(self, denoiser: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+        """(B, image tokens, C): the latents being denoised, as this forward was given them."""
+        layout = self.token_layout(denoiser, args, kwargs)
+        return self.argument("hidden_states", 0, args, kwargs)[:, : layout.image]
+
+    def source_latents(self, denoiser: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor | None:  # fmt: skip
+        """(B, image tokens, C): the source image's latents on the generated image's token grid,
+        as the denoiser sees them (the reference of an edit, the masked image of an inpainting
+        call); None where the call carries none of the output's size."""
+        return None
+
+    @staticmethod
+    def on_grid(tokens: torch.Tensor, grid: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:
+        """(B, rows*cols, C) tokens of a ``grid`` image resampled to the ``target`` grid."""
+        if tuple(grid) == tuple(target):
+            return tokens
+        planes = tokens.unflatten(1, tuple(grid)).permute(0, 3, 1, 2).float()
+        resized = torch.nn.functional.interpolate(planes, size=tuple(target), mode="bilinear", antialias=True)
+        return resized.flatten(2).transpose(1, 2).to(tokens.dtype)
 
     def sequence_attention_sites(self, denoiser: nn.Module) -> list[AttentionSite]:
         """The self- and joint-attention layers (queries and keys are the same tokens), in order."""

@@ -7,6 +7,7 @@ the generated ones and marks them with a first position id of 1.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -76,6 +77,11 @@ class FluxAdapter(Adapter):
         n_target, rows, cols = (
             int(v) for v in (is_target.sum(), ids[is_target, 1].max() + 1, ids[is_target, 2].max() + 1)
         )
+        reference = ids[~is_target]
+        reference_grid = None
+        if len(reference) and bool((reference[:, 0] == reference[0, 0]).all()):  # a single reference
+            shape = tuple(int(v) for v in reference[:, 1:].amax(0) - reference[:, 1:].amin(0) + 1)
+            reference_grid = shape if shape[0] * shape[1] == len(reference) else None
         self._layout_key = key
         self._layout = TokenLayout(
             image=n_target,
@@ -83,8 +89,41 @@ class FluxAdapter(Adapter):
             text=text.shape[1],
             text_in_sequence=True,
             grid=(1, rows, cols),
+            reference_grid=reference_grid,
         )
         return self._layout
+
+    def image_subset_support(self, denoiser):
+        return None
+
+    @contextmanager
+    def image_subset(self, denoiser, args, kwargs, index):
+        if args:
+            raise ValueError("FLUX transformer called positionally; region methods need keyword arguments")
+        ids = kwargs["img_ids"]
+        yield (
+            args,
+            {
+                **kwargs,
+                "hidden_states": kwargs["hidden_states"][:, index],
+                "img_ids": ids[:, index] if ids.ndim == 3 else ids[index],
+            },
+        )
+
+    def noisy_latents(self, denoiser, args, kwargs):
+        latents = super().noisy_latents(denoiser, args, kwargs)
+        return latents[..., : denoiser.out_channels]  # Fill: [latents | masked image | mask]
+
+    def source_latents(self, denoiser, args, kwargs):
+        hidden = self.argument("hidden_states", 0, args, kwargs)
+        layout = self.token_layout(denoiser, args, kwargs)
+        target = layout.grid[1:]
+        if self.task == "inpaint":  # [latents | masked-image latents | mask] along channels
+            channels = denoiser.out_channels
+            return hidden[:, : layout.image, channels : 2 * channels]
+        if layout.reference_grid is None:
+            return None
+        return self.on_grid(hidden[:, layout.image :], layout.reference_grid, target)
 
     def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
         return self.true_cfg_mode(call_kwargs)

@@ -7,6 +7,7 @@ runs cond and uncond as separate forwards.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -44,13 +45,49 @@ class QwenImageAdapter(Adapter):
         shapes = self.argument("img_shapes", 4, args, kwargs)
         frames, rows, cols = (int(v) for v in shapes[0][0])
         image = frames * rows * cols
+        references = [tuple(int(v) for v in shape) for shape in shapes[0][1:]]
+        single = len(references) == 1 and references[0][0] == 1
         return TokenLayout(
             image=image,
             reference=hidden.shape[1] - image,
             text=text.shape[1],
             text_in_sequence=True,
             grid=(frames, rows, cols),
+            reference_grid=references[0][1:] if single else None,
         )
+
+    def image_subset_support(self, denoiser):
+        if getattr(denoiser.config, "zero_cond_t", False):
+            return "Qwen-Image transformers with zero_cond_t modulate by token position; no token subsets"
+        return None
+
+    @contextmanager
+    def image_subset(self, denoiser, args, kwargs, index):
+        """The image rotary embedding is computed inside the forward from ``img_shapes``: a hook on
+        this transformer's ``pos_embed`` keeps the rows of the chosen tokens while the call runs."""
+        if args:
+            raise ValueError(
+                "Qwen-Image transformer called positionally; region methods need keyword arguments"
+            )
+        if (reason := self.image_subset_support(denoiser)) is not None:
+            raise ValueError(reason)
+
+        def gather(_module, _inputs, output):
+            image_freqs, text_freqs = output
+            return image_freqs[index.to(image_freqs.device)], text_freqs
+
+        handle = denoiser.pos_embed.register_forward_hook(gather)
+        try:
+            yield args, {**kwargs, "hidden_states": kwargs["hidden_states"][:, index]}
+        finally:
+            handle.remove()
+
+    def source_latents(self, denoiser, args, kwargs):
+        layout = self.token_layout(denoiser, args, kwargs)
+        if layout.reference_grid is None or layout.grid[0] != 1:
+            return None
+        hidden = self.argument("hidden_states", 0, args, kwargs)
+        return self.on_grid(hidden[:, layout.image :], layout.reference_grid, layout.grid[1:])
 
     def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
         return self.true_cfg_mode(call_kwargs)

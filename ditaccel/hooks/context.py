@@ -56,6 +56,7 @@ class DenoiseContext:
         self.current: StepInfo | None = None
         self.cfg = CFGMode()
         self.method_specs: list[str] = []
+        self.call_arguments: dict[str, Any] = {}  # what methods read from the current call
         self.blocks_per_forward = sum(len(g) for g in adapter.block_groups(adapter.denoisers()[0]))
         self.stats = self._new_stats()
         self._states: dict[tuple, tuple[tuple, Any]] = {}
@@ -74,6 +75,7 @@ class DenoiseContext:
         """Free the methods' cached tensors; the call's statistics stay readable."""
         self._states.clear()
         self.current = None
+        self.call_arguments = {}
 
     def _reset(self) -> None:
         self.current = None
@@ -145,13 +147,13 @@ class DenoiseContext:
         return self._step, n
 
     # --- method state ------------------------------------------------------------------------
-    def state(self, owner: str, factory: Callable[[], S]) -> S:
-        """``owner``'s state for the current denoiser and branch, created by ``factory`` when
-        absent or made under other input shapes."""
+    def state(self, owner: str, factory: Callable[[], S], shared: bool = False) -> S:
+        """``owner``'s state for the current denoiser and branch (``shared``: one for all CFG
+        branches of the call), created by ``factory`` when absent or made under other input shapes."""
         info = self.current
         if info is None:
             raise RuntimeError("method state asked for outside a denoiser forward")
-        key = (owner, info.denoiser, info.branch)
+        key = (owner, info.denoiser, None if shared else info.branch)
         held = self._states.get(key)
         if held is None or held[0] != info.signature:
             held = (info.signature, factory())

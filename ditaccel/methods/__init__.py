@@ -5,6 +5,7 @@ from . import calibrated_cache as _calibrated_cache  # noqa: F401  (registers "c
 from . import deepcache as _deepcache  # noqa: F401  (registers "deepcache")
 from . import none as _none  # noqa: F401  (registers "none")
 from . import peers as _peers  # noqa: F401  (registers "peer-fbcache", "peer-taylorseer", "peer-magcache")
+from . import region_edit as _region_edit  # noqa: F401  (registers "region-edit")
 from . import sparse_attention as _sparse_attention  # noqa: F401  (registers "sparse-attention")
 from .base import Method, MethodConfig
 from .none import NoneConfig

@@ -77,6 +77,8 @@ class Method:
     config_class: ClassVar[type[MethodConfig]]
     exclusive: ClassVar[str | None] = None
     tasks: ClassVar[frozenset[str] | None] = None
+    # call keyword arguments the method reads (taken out of the call where the pipeline has none)
+    call_arguments: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
@@ -91,6 +93,9 @@ class Method:
 
     def apply(self, context: DenoiseContext) -> None:
         """Register this method's hooks on the context's pipeline."""
+
+    def prepare_call(self, context: DenoiseContext, arguments: dict[str, Any], call: dict[str, Any]) -> None:
+        """Check this call's ``arguments`` (its :attr:`call_arguments`) before anything runs."""
 
     def remove(self, context: DenoiseContext) -> None:
         """Take this method's hooks off again."""
