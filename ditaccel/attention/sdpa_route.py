@@ -47,21 +47,25 @@ class _Route(TorchFunctionMode):
 
 
 class SDPARoute(ModelHook):
-    """On one attention module: offer its SDPA calls to ``handler`` (stateless)."""
+    """On one attention module: offer its SDPA calls to ``handler`` (stateless). ``active`` says
+    whether this forward needs the handler at all; when it does not, the forward runs without the
+    function mode (which costs Python work on every torch call inside it)."""
 
     _is_stateful = False
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, active: Callable[[], bool] | None = None) -> None:
         super().__init__()
-        self.handler = handler
+        self.handler, self.active = handler, active
 
     def new_forward(self, module: nn.Module, *args, **kwargs):
+        if self.active is not None and not self.active():
+            return self.fn_ref.original_forward(*args, **kwargs)
         with _Route(self.handler):
             return self.fn_ref.original_forward(*args, **kwargs)
 
 
-def attach(module: nn.Module, name: str, handler: Handler) -> None:
-    HookRegistry.check_if_exists_or_initialize(module).register_hook(SDPARoute(handler), name)
+def attach(module: nn.Module, name: str, handler: Handler, active: Callable[[], bool] | None = None) -> None:
+    HookRegistry.check_if_exists_or_initialize(module).register_hook(SDPARoute(handler, active), name)
 
 
 def detach(module: nn.Module, name: str) -> None:

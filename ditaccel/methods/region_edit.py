@@ -124,6 +124,7 @@ class _TransformerHook(ModelHook):
     def new_forward(self, module, *args, **kwargs):
         info = self.context.current
         method = self.method
+        method.phase = "full"
         if info is None or not method.applies(info):
             return self.fn_ref.original_forward(*args, **kwargs)
         method.check_forward(module, info, args, kwargs)
@@ -343,6 +344,10 @@ class RegionEdit(Method):
         """Bool (rows*cols,): tokens covering any pixel of the current call's mask, dilated."""
         return mask_tokens(self.mask(), image_size(self._source), rows, cols, dilate)
 
+    def _routing(self) -> bool:
+        """Whether this forward's attention goes through the handler (K/V kept or merged)."""
+        return self.phase != "full" and self.context.current is not None
+
     def _attention(self, name: str):
         def handler(q, k, v, scale):
             info = self.context.current
@@ -368,7 +373,7 @@ class RegionEdit(Method):
             )
             self._modules.append(denoiser)
             for site in context.adapter.sequence_attention_sites(denoiser):
-                sdpa_route.attach(site.module, _HOOK, self._attention(site.name))
+                sdpa_route.attach(site.module, _HOOK, self._attention(site.name), active=self._routing)
                 self._modules.append(site.module)
                 self._sites.append(site)
 
