@@ -286,3 +286,21 @@ def test_mask_partition_adds_the_tokens_the_estimate_sees_changing(make_pipe):
         pipe = acc.remove()
     assert chosen["false"].sum() == 1 and chosen["false"][0]
     assert chosen["true"][0] and chosen["true"].sum() > 1
+
+
+def test_attention_that_is_not_plain_sdpa_runs_every_branch_in_full(make_pipe):
+    """A padded text mask turns Qwen-Image's attention into masked SDPA, which the region K/V
+    cache cannot serve: a warning, and the plain pipeline's output."""
+    pipe = make_pipe(QWEN_EDIT)
+    call = example_call(QWEN_EDIT, steps=8)
+    embeds, _ = pipe.encode_prompt(prompt=call.pop("prompt"), image=call["image"], device="cpu")
+    padded = torch.ones(embeds.shape[:2], dtype=torch.long)
+    padded[:, -4:] = 0  # the last 4 text tokens are padding
+    call.update(prompt_embeds=embeds, prompt_embeds_mask=padded)
+    del call["generator"]
+    plain = np.asarray(pipe(**call, generator=torch.Generator().manual_seed(0)).images)
+    acc = AcceleratedPipeline.from_pipe(pipe, methods="region-edit:threshold=0.5")
+    with pytest.warns(UserWarning, match="not plain SDPA"):
+        out = np.asarray(acc(**call, generator=torch.Generator().manual_seed(0)).images)
+    assert acc.stats.extra["region_fallback"] == 1.0 and "region_tokens" not in acc.stats.extra
+    assert np.array_equal(out, plain)

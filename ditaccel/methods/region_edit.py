@@ -130,7 +130,9 @@ class _TransformerHook(ModelHook):
         method.check_forward(module, info, args, kwargs)
         state = self.context.state(_KEY, _State)
         warmup, refresh, final = method.config.full_steps(info.total)
-        region = state.regions and warmup <= info.step < final and info.step != refresh
+        part = method.shared()
+        regions = state.regions and part.fed is not None  # (a branch that cannot makes all run in full)
+        region = regions and warmup <= info.step < final and info.step != refresh
         method.phase = "region" if region else ("store" if info.step in (warmup - 1, refresh) else "full")
         if info.step >= final:
             state.keys.clear()  # no region step is left to read them
@@ -140,15 +142,13 @@ class _TransformerHook(ModelHook):
             state.velocity = _sample(output)
             if info.step == warmup - 1:
                 method.partition(module, state, info, args, kwargs)
-            part = method.shared()
-            if not state.regions:
+            if not (state.regions and part.fed is not None):
                 state.keys.clear()  # nothing will read them
             else:
                 if info.step in (warmup - 1, refresh):
                     method.keep_rest(state, part.rest, info)
                 state.cache.record(info.step, state.velocity[:, part.fed])
             return self._composited(module, output, info, args, kwargs)
-        part = method.shared()
         velocity = state.velocity.clone()
         as_tuple = kwargs.get("return_dict", True) is False
         forecast = state.cache.forecast(info.step) if part.fed.numel() else velocity[:, part.fed]
@@ -264,6 +264,7 @@ class RegionEdit(Method):
                 )
             self.context.stats.extra["region_fallback"] = 1.0
             self.context.stats.extra.pop("region_tokens", None)
+            part.fed = part.rest = None  # every branch of the call runs in full
             return
         state.regions = True
         state.cache = VelocityCache(c.velocity_tolerance, c.max_reuse)
