@@ -231,9 +231,13 @@ class Adapter:
 
     def source_latents(self, denoiser: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor | None:  # fmt: skip
         """(B, image tokens, C): the source image's latents on the generated image's token grid,
-        as the denoiser sees them (the reference of an edit, the masked image of an inpainting
-        call); None where the call carries none of the output's size."""
-        return None
+        as the denoiser sees them: here the single reference image of an edit, resampled when its
+        grid differs (adapters of inpainting pipelines give their masked image); None without one."""
+        layout = self.token_layout(denoiser, args, kwargs)
+        if layout.reference_grid is None or layout.grid[0] != 1:
+            return None
+        hidden = self.argument("hidden_states", 0, args, kwargs)
+        return self.on_grid(hidden[:, layout.image :], layout.reference_grid, layout.grid[1:])
 
     @staticmethod
     def on_grid(tokens: torch.Tensor, grid: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:

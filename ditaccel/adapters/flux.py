@@ -115,15 +115,11 @@ class FluxAdapter(Adapter):
         return latents[..., : denoiser.out_channels]  # Fill: [latents | masked image | mask]
 
     def source_latents(self, denoiser, args, kwargs):
-        hidden = self.argument("hidden_states", 0, args, kwargs)
-        layout = self.token_layout(denoiser, args, kwargs)
-        target = layout.grid[1:]
-        if self.task == "inpaint":  # [latents | masked-image latents | mask] along channels
-            channels = denoiser.out_channels
-            return hidden[:, : layout.image, channels : 2 * channels]
-        if layout.reference_grid is None:
-            return None
-        return self.on_grid(hidden[:, layout.image :], layout.reference_grid, target)
+        if self.task != "inpaint":
+            return super().source_latents(denoiser, args, kwargs)
+        hidden = self.argument("hidden_states", 0, args, kwargs)  # [latents | masked image | mask]
+        channels, image = denoiser.out_channels, self.token_layout(denoiser, args, kwargs).image
+        return hidden[:, :image, channels : 2 * channels]
 
     def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
         return self.true_cfg_mode(call_kwargs)

@@ -82,13 +82,6 @@ class QwenImageAdapter(Adapter):
         finally:
             handle.remove()
 
-    def source_latents(self, denoiser, args, kwargs):
-        layout = self.token_layout(denoiser, args, kwargs)
-        if layout.reference_grid is None or layout.grid[0] != 1:
-            return None
-        hidden = self.argument("hidden_states", 0, args, kwargs)
-        return self.on_grid(hidden[:, layout.image :], layout.reference_grid, layout.grid[1:])
-
     def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
         return self.true_cfg_mode(call_kwargs)
 

@@ -44,7 +44,7 @@ def image_size(image) -> tuple[int, int]:
     return shape[0], shape[1]
 
 
-def _array(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
+def grey(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
     """Grey values in [0, 1], (H, W), laid out as :func:`image_size` reads the image."""
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
@@ -58,21 +58,32 @@ def _array(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
     return array
 
 
-def mask_tokens(mask, image_size: tuple[int, int], rows: int, cols: int, dilate: int = 1) -> torch.Tensor:
-    """Bool (rows*cols,): tokens covering any masked pixel (white = edit), dilated by ``dilate``
-    tokens. ValueError for a mask of another size than the image (height, width) or an empty mask."""
-    pixels = _array(mask) >= 0.5
+def mask_pixels(mask, image_size: tuple[int, int]) -> torch.Tensor:
+    """Bool (H, W): the masked pixels (white = edit). ValueError for a mask of another size than
+    the image (height, width) or an empty mask."""
+    pixels = grey(mask) >= 0.5
     if pixels.shape != tuple(image_size):
         raise ValueError(
             f"the mask is {pixels.shape[1]}x{pixels.shape[0]}, the image {image_size[1]}x{image_size[0]}"
         )
     if not pixels.any():
         raise ValueError("the mask is empty: nothing to edit")
-    grid = torch.from_numpy(pixels).float()[None, None]
-    covered = F.adaptive_max_pool2d(grid, (rows, cols))
+    return torch.from_numpy(pixels)
+
+
+def pixel_tokens(pixels: torch.Tensor, rows: int, cols: int, dilate: int = 1) -> torch.Tensor:
+    """Bool (rows*cols,): tokens covering any of the ``pixels`` (bool (H, W)), dilated by
+    ``dilate`` tokens."""
+    covered = F.adaptive_max_pool2d(pixels.float()[None, None], (rows, cols))
     if dilate:
         covered = F.max_pool2d(covered, 2 * dilate + 1, stride=1, padding=dilate)
     return covered.flatten().bool()
+
+
+def mask_tokens(mask, image_size: tuple[int, int], rows: int, cols: int, dilate: int = 1) -> torch.Tensor:
+    """Bool (rows*cols,): tokens covering any masked pixel (white = edit), dilated by ``dilate``
+    tokens. ValueError for a mask of another size than the image (height, width) or an empty mask."""
+    return pixel_tokens(mask_pixels(mask, image_size), rows, cols, dilate)
 
 
 def high_frequency_tokens(source, rows: int, cols: int, outside: torch.Tensor, budget: float) -> torch.Tensor:  # fmt: skip
@@ -80,7 +91,7 @@ def high_frequency_tokens(source, rows: int, cols: int, outside: torch.Tensor, b
     in ``source`` (mean Sobel magnitude per token)."""
     if not 0.0 <= budget <= 1.0:
         raise ValueError(f"budget must be in [0, 1], got {budget}")
-    edges = torch.from_numpy(sobel(_array(source)).astype(np.float32))[None, None]
+    edges = torch.from_numpy(sobel(grey(source)).astype(np.float32))[None, None]
     energy = F.adaptive_avg_pool2d(edges, (rows, cols)).flatten()
     chosen = torch.zeros(rows * cols, dtype=torch.bool)
     count = int(round(budget * int(outside.sum())))

@@ -23,12 +23,13 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from ..adapters import Adapter
 from ..attention import sdpa_route
-from ..editing.masks import high_frequency_tokens, image_size, mask_tokens, single_image
+from ..editing.masks import grey, high_frequency_tokens, image_size, mask_pixels, pixel_tokens, single_image
 from ..editing.regions import edited_tokens, one_step_estimate
 from ..editing.velocity import VelocityCache
 from ..hooks.context import DenoiseContext, StepInfo
@@ -93,6 +94,7 @@ class RegionEditConfig(MethodConfig):
 class _Partition:
     """The call's partition, shared by its CFG branches (made by the first to reach it)."""
 
+    checked: bool = False  # the call's first forward was checked
     edited: torch.Tensor | None = None  # bool (image tokens,), on the CPU
     fed: torch.Tensor | None = None  # image-stream indices computed on region steps
     rest: torch.Tensor | None = None  # the others, served from the caches
@@ -194,9 +196,8 @@ class RegionEdit(Method):
         self.edited_mask: torch.Tensor | None = None  # the last call's partition, (rows, cols)
         self._modules: list[torch.nn.Module] = []
         self._sites: list = []
-        self._source = None  # the call's source image, for mask edits
-        self._full_mask = False
-        self._checked: object = None  # the stats object of the call whose first forward was checked
+        self._pixels: torch.Tensor | None = None  # the call's mask, bool (H, W), for mask edits
+        self._source: np.ndarray | None = None  # its source image, grey (H, W)
 
     def check(self, adapter: Adapter) -> None:
         super().check(adapter)
@@ -220,9 +221,10 @@ class RegionEdit(Method):
     def check_forward(self, denoiser, info: StepInfo, args, kwargs) -> None:
         """Once per call, at its first forward (before any compute): what only the denoiser's
         inputs tell, the source latents compositing needs."""
-        if self._checked is self.context.stats:
+        part = self.shared()
+        if part.checked:
             return
-        self._checked = self.context.stats
+        part.checked = True
         if self.config.composite and self.mask() is not None:
             layout = info.layout
             same_grid = self.context.adapter.task == "inpaint" or layout.reference_grid == layout.grid[1:]
@@ -243,7 +245,8 @@ class RegionEdit(Method):
             _, rows, cols = layout.grid
             self.edited_mask = part.edited.reshape(rows, cols)
             self.context.stats.extra["edited_share"] = float(part.edited.float().mean())
-            if part.edited.all() and (self._full_mask or not c.cache_reference or layout.reference == 0):
+            full_mask = self.mask() is not None and bool(self._pixels.all())
+            if part.edited.all() and (full_mask or not c.cache_reference or layout.reference == 0):
                 return  # nothing to leave out: every step in full, which is the plain pipeline
             fed = part.edited
             if not c.cache_reference:
@@ -303,7 +306,7 @@ class RegionEdit(Method):
         return edited_tokens(estimate, reference, rows, cols, c.threshold, c.erode, c.dilate).any(0)
 
     def prepare_call(self, context: DenoiseContext, arguments, call) -> None:
-        self._source, self._full_mask, self.edited_mask = None, False, None
+        self._pixels, self._source, self.edited_mask = None, None, None
         scheduler = context.pipeline.scheduler
         if type(scheduler).__name__ != "FlowMatchEulerDiscreteScheduler" or scheduler.config.get(
             "stochastic_sampling", False
@@ -320,15 +323,13 @@ class RegionEdit(Method):
         image = single_image(call.get("image"), "image")
         if image is None:
             raise ValueError("region-edit: a mask edit needs the source image (image=)")
-        size = image_size(image)
         try:
             mask = single_image(mask, "mask_image")
-            inside = mask_tokens(mask, size, size[0], size[1], 0)  # size and emptiness, before compute
-            high_frequency_tokens(image, 1, 1, torch.ones(1, dtype=torch.bool), 0.0)  # readable
+            pixels = mask_pixels(mask, image_size(image))  # size and emptiness, before compute
         except ValueError as exc:
             raise ValueError(f"region-edit: {exc}") from None
         arguments["mask_image"] = mask
-        self._source, self._full_mask = image, bool(inside.all())
+        self._pixels, self._source = pixels, grey(image)
 
     def _wanted_mask(self, context: DenoiseContext, arguments):
         """The call's mask when this edit follows it (not with ``source=estimate``, except on a
@@ -343,7 +344,7 @@ class RegionEdit(Method):
 
     def mask_inside(self, rows: int, cols: int, dilate: int = 0) -> torch.Tensor:
         """Bool (rows*cols,): tokens covering any pixel of the current call's mask, dilated."""
-        return mask_tokens(self.mask(), image_size(self._source), rows, cols, dilate)
+        return pixel_tokens(self._pixels, rows, cols, dilate)
 
     def _routing(self) -> bool:
         """Whether this forward's attention goes through the handler (K/V kept or merged)."""
