@@ -1,8 +1,8 @@
 """ditaccel: training-free acceleration for diffusers Diffusion Transformer pipelines."""
 
-from .adapters import GenerationRequest, adapter_for, supported_pipelines
 from .methods import MethodConfig, available_methods, parse_spec, register_method
-from .pipeline import AcceleratedPipeline, ModelNotFoundError, load_pipeline
+from .pipelines import GenerationRequest, adapter_for, supported_pipelines
+from .pipelines.accelerated import AcceleratedPipeline, ModelNotFoundError, load_pipeline
 
 __version__ = "0.1.0"
 

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from . import models
-from .adapters import GenerationRequest
 from .media import output_images
 from .methods import resolve_methods
 from .metrics import count_flops, psnr, psnr_from_mse, ssim
 from .metrics.image import as_float_images
-from .pipeline import AcceleratedPipeline, load_pipeline
+from .pipelines import GenerationRequest
+from .pipelines.accelerated import AcceleratedPipeline, load_pipeline
 
 TASKS = ("t2i", "edit")
 DEFAULT_PROMPTS = models._TINY_PROMPTS
@@ -100,7 +100,7 @@ def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, settings.dtype)
     pipeline_class = entry.pipeline_for(settings.task) if entry is not None else None
-    pipe = load_pipeline(settings.model, pipeline_class=pipeline_class, torch_dtype=dtype).to(device)
+    pipe = load_pipeline(settings.model, pipeline_class=pipeline_class, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     steps = settings.steps or (entry.steps if entry else 28)
     height = settings.height or (entry.height if entry else None)

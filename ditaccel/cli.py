@@ -1,4 +1,4 @@
-"""The ``ditaccel`` command line: ``models``, ``generate``, ``bench``."""
+"""The ``ditaccel`` command line: ``models``, ``generate``, ``bench``, ``calibrate``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -66,19 +67,29 @@ def generate_command(
     guidance_scale: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Also run the plain pipeline on the same seed: both images side by side in OUT, "
+            "speedup, FLOPs ratio and PSNR printed.",
+        ),
+    ] = False,
+    runs: Annotated[int, typer.Option(help="With --compare: timed rounds (times are medians).")] = 1,
 ) -> None:
     """Generate (or edit) one image with an accelerated pipeline and print what it did."""
     import torch
 
     from . import models
-    from .adapters import GenerationRequest
     from .media import load_image, load_mask, output_images, save_output
     from .methods import resolve_methods
-    from .pipeline import AcceleratedPipeline
+    from .pipelines import GenerationRequest
+    from .pipelines.accelerated import AcceleratedPipeline, load_pipeline
 
     try:
         resolve_methods(methods)
-        torch_dtype = _dtype(dtype)
+        if runs < 1:
+            raise ValueError(f"--runs must be >= 1, got {runs}")
         entry = models.MODELS.get(model)
         request = GenerationRequest(
             prompt=prompt,
@@ -95,20 +106,39 @@ def generate_command(
         pipeline_class = None
         if entry is not None and len(entry.pipelines) > 1:
             pipeline_class = entry.pipeline_for("edit" if image else "t2i")
-        with console.status(f"loading {model}"):
-            pipe = AcceleratedPipeline.from_pretrained(
-                model, methods=methods, pipeline_class=pipeline_class, torch_dtype=torch_dtype
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        with console.status(f"loading {model}"), _quiet_loading():
+            pipeline = load_pipeline(model, pipeline_class=pipeline_class, dtype=_dtype(dtype)).to(device)
+
+        def call_kwargs(pipe: AcceleratedPipeline) -> dict:
+            # a mask for the methods (region-edit on an instruction editor), not for the pipeline
+            method_mask = request.mask is not None and "mask_image" in pipe.call_arguments
+            method_mask = method_mask and pipe.adapter.task != "inpaint"
+            kwargs = pipe.adapter.build_call(
+                dataclasses.replace(request, mask=None) if method_mask else request
             )
-        pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        # a mask for the methods (region-edit on an instruction editor), not for the pipeline
-        method_mask = request.mask is not None and "mask_image" in pipe.call_arguments
-        method_mask = method_mask and pipe.adapter.task != "inpaint"
-        kwargs = pipe.adapter.build_call(dataclasses.replace(request, mask=None) if method_mask else request)
-        if method_mask:
-            kwargs["mask_image"] = request.mask
-        result = pipe(**kwargs)
+            if method_mask:
+                kwargs["mask_image"] = request.mask
+            return kwargs
+
+        if compare:
+            from .compare import compare as run_compare
+            from .compare import side_by_side
+
+            pipeline.set_progress_bar_config(disable=True)
+            sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+            with console.status("plain and accelerated pipeline on the same seed"):
+                comparison = run_compare(pipeline, methods, call_kwargs, runs=runs, sync=sync)
+        else:
+            pipe = AcceleratedPipeline.from_pipe(pipeline, methods=methods)
+            result = pipe(**call_kwargs(pipe))
     except (ValueError, TypeError, OSError) as exc:
         _fail(str(exc))
+    if compare:
+        console.print(comparison.stats.table())
+        console.print(comparison.summary())
+        console.print(f"wrote {side_by_side(comparison, out)}")
+        return
     path = save_output(output_images(result), out)
     console.print(pipe.stats.table())
     console.print(f"wrote {path} in {pipe.stats.wall_s:.2f} s")
@@ -267,6 +297,21 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return "inf" if math.isinf(value) else f"{value:.3f}"
     return str(value)
+
+
+@contextmanager
+def _quiet_loading():
+    """No per-component loading bars from diffusers / transformers while a status line shows."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
 
 
 def _dtype(name: str):

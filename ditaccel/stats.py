@@ -7,10 +7,9 @@ Counts are of block executions: one block run for one forward is one unit.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .hooks.context import StepInfo
+from .hooks.step_info import StepInfo
 
 
 @dataclass

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from ditaccel import GenerationRequest, adapter_for, supported_pipelines
-from ditaccel.adapters import BlockIO
+from ditaccel.pipelines import BlockIO
 from ditaccel.testing import TINY_MODELS
 
 # (block groups with their stream kind, attention kinds) of each tiny model

@@ -160,3 +160,52 @@ def test_bench_sweep_with_caches_and_peers_draws_the_fronts(tmp_path):
     assert rows["peer-fbcache:threshold=1"]["flops_ratio"] < 1
     with Image.open(plot) as image:
         assert image.size[0] > 600
+
+
+def test_generate_compare_puts_plain_and_accelerated_side_by_side(tmp_path):
+    out = tmp_path / "cmp.png"
+    args = ["generate", "--model", "tiny-random-flux", "--prompt", "a red circle", "--steps", "4"]
+    result = runner.invoke(
+        app, [*args, "--methods", "deepcache:interval=2", "--compare", "--out", str(out)], terminal_width=300
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "speedup" in text and "FLOPs ratio" in text and "PSNR" in text
+    width, height = Image.open(out).size
+    assert width > height  # two panels next to each other
+
+
+def test_compare_measures_the_two_calls():
+    """The comparison's images are the plain pipeline's and the method's, its FLOPs are counted."""
+    import numpy as np
+
+    from ditaccel import AcceleratedPipeline
+    from ditaccel.compare import compare
+    from ditaccel.pipelines import GenerationRequest
+    from ditaccel.testing import tiny_pipeline
+
+    pipe = tiny_pipeline("tiny-random-flux")
+    pipe.set_progress_bar_config(disable=True)
+    request = GenerationRequest(prompt="a red circle", seed=3, steps=4, height=32, width=32)
+    result = compare(pipe, "deepcache:interval=2", lambda acc: acc.adapter.build_call(request))
+    plain = AcceleratedPipeline.from_pipe(pipe, "none")
+    expected = plain(**plain.adapter.build_call(request)).images[0]
+    plain.remove()
+    assert np.array_equal(np.asarray(result.plain), np.asarray(expected))
+    assert not np.array_equal(np.asarray(result.accelerated), np.asarray(expected))
+    assert 0 < result.flops_ratio < 1 and result.plain_gflops > 0
+    assert result.stats.blocks_reused > 0
+    same = compare(pipe, "deepcache:interval=1", lambda acc: acc.adapter.build_call(request))
+    assert same.flops_ratio == 1.0 and same.psnr_db == float("inf")
+    with pytest.raises(ValueError, match="runs must be >= 1"):
+        compare(pipe, "none", lambda acc: {}, runs=0)
+
+
+def test_generate_prints_no_deprecation_warning(tmp_path):
+    """A folder model goes through diffusers' from_pretrained, which warns on old argument names."""
+    exe = shutil.which("ditaccel")
+    args = [exe, "generate", "--model", "shapes-flux", "--prompt", "a red circle", "--steps", "2"]
+    run = subprocess.run(
+        [*args, "--out", str(tmp_path / "o.png")], capture_output=True, text=True, check=True
+    )
+    assert "deprecated" not in run.stdout + run.stderr

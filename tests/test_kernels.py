@@ -5,6 +5,9 @@ import math
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from ditaccel.kernels import (
     BlockMask,
     attention_with_lse,
@@ -16,9 +19,6 @@ from ditaccel.kernels import (
     use_triton,
 )
 from ditaccel.kernels.block_mask import num_blocks
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from ditaccel.metrics import count_flops
 
 triton = pytest.importorskip("triton")

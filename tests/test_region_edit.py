@@ -103,7 +103,7 @@ def test_instruction_partition_on_a_reference_of_another_grid(make_pipe):
 
 
 def test_references_are_resampled_onto_the_output_grid():
-    from ditaccel.adapters.base import Adapter
+    from ditaccel.pipelines.base import Adapter
 
     rows = torch.arange(8.0)[:, None].expand(8, 8)  # a vertical gradient on an 8x8 grid
     tokens = torch.stack([rows, torch.full((8, 8), 2.0)], dim=-1).reshape(1, 64, 2)

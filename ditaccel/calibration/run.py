@@ -81,14 +81,14 @@ class CalibrationSettings:
 def calibrate(settings: CalibrationSettings, progress: Any = None) -> Profile:
     """Profile ``settings.model`` and write its recommended plans into the profile."""
     from ..bench import case_call
-    from ..pipeline import AcceleratedPipeline, load_pipeline
+    from ..pipelines.accelerated import AcceleratedPipeline, load_pipeline
 
     entry = settings.entry
     cases = settings.cases()
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipeline_class = entry.pipeline_for(settings.task) if entry is not None else None
     plain = load_pipeline(
-        settings.model, pipeline_class=pipeline_class, torch_dtype=getattr(torch, settings.dtype)
+        settings.model, pipeline_class=pipeline_class, dtype=getattr(torch, settings.dtype)
     ).to(device)
     plain.set_progress_bar_config(disable=True)
     steps = settings.steps or (entry.steps if entry else 28)

@@ -20,8 +20,9 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
-from ..adapters import Adapter, BlockIO
-from .context import DenoiseContext, StepInfo
+from ..pipelines import Adapter, BlockIO
+from .context import DenoiseContext
+from .step_info import StepInfo
 
 Streams = tuple[torch.Tensor, "torch.Tensor | None"]
 

@@ -10,41 +10,15 @@ separately) and starts empty on every call and whenever the batch or resolution 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 
-from ..adapters import Adapter, CFGMode, TokenLayout
+from ..pipelines import Adapter, CFGMode
 from ..stats import CallStats
+from .step_info import StepInfo
 
 S = TypeVar("S")
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """One denoiser forward: loop step, number of steps, CFG branch, token layout.
-
-    ``branch`` counts the forwards of this step (0 = cond, 1 = uncond where CFG runs separate
-    forwards); ``branch_name`` is the pipeline's ``cache_context`` name when it sets one.
-    ``signature`` identifies the input shapes: state made under another signature is dropped.
-    """
-
-    step: int
-    total: int
-    branch: int
-    branch_name: str
-    denoiser: int
-    layout: TokenLayout
-    signature: tuple
-
-    @property
-    def is_first(self) -> bool:
-        return self.step == 0
-
-    @property
-    def is_last(self) -> bool:
-        return self.step == self.total - 1
 
 
 class DenoiseContext:

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import torch
 from diffusers.hooks import HookRegistry
 
-from ..adapters import Adapter
 from ..hooks.block_range import BlockRange, InputProbe, Streams, flat_blocks
-from ..hooks.context import DenoiseContext, StepInfo
+from ..hooks.context import DenoiseContext
+from ..hooks.step_info import StepInfo
+from ..pipelines import Adapter
 from .base import MethodConfig, RangeMethod
 from .deepcache import deep_range
 from .registry import register_method

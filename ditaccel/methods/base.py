@@ -14,9 +14,9 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..adapters import Adapter
 from ..hooks.block_range import BlockRange
 from ..hooks.context import DenoiseContext
+from ..pipelines import Adapter
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

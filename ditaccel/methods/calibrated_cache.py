@@ -19,11 +19,12 @@ from typing import Literal
 
 import torch
 
-from ..adapters import Adapter
 from ..calibration.planner import CachePlan, PlannerConfig, plan_cache, stored_plan
 from ..calibration.profile import Profile, fingerprint, shipped_profile
 from ..hooks.block_range import BlockRange, Streams, flat_blocks
-from ..hooks.context import DenoiseContext, StepInfo
+from ..hooks.context import DenoiseContext
+from ..hooks.step_info import StepInfo
+from ..pipelines import Adapter
 from .base import MethodConfig, RangeMethod
 from .registry import register_method
 from .taylor import TaylorSeries

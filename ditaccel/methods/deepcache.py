@@ -15,9 +15,10 @@ from typing import Literal
 
 import torch
 
-from ..adapters import Adapter
 from ..hooks.block_range import BlockRange, Streams, flat_blocks
-from ..hooks.context import DenoiseContext, StepInfo
+from ..hooks.context import DenoiseContext
+from ..hooks.step_info import StepInfo
+from ..pipelines import Adapter
 from . import schedules
 from .base import MethodConfig, RangeMethod
 from .registry import register_method

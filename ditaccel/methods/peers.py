@@ -18,8 +18,8 @@ import torch
 from diffusers import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
 from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
 
-from ..adapters import Adapter
 from ..hooks.context import DenoiseContext
+from ..pipelines import Adapter
 from .base import Method, MethodConfig
 from .registry import register_method
 

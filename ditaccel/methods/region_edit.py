@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from ..adapters import Adapter
 from ..attention import sdpa_route
 from ..editing.masks import grey, high_frequency_tokens, image_size, mask_pixels, pixel_tokens, single_image
 from ..editing.regions import edited_tokens, one_step_estimate
 from ..editing.velocity import VelocityCache
-from ..hooks.context import DenoiseContext, StepInfo
+from ..hooks.context import DenoiseContext
+from ..hooks.step_info import StepInfo
+from ..pipelines import Adapter
 from .base import Method, MethodConfig
 from .registry import register_method
 

@@ -26,12 +26,12 @@ from typing import Literal
 
 import torch
 
-from ..adapters import Adapter, AttentionSite
 from ..attention import sdpa_route
 from ..attention.mask_prediction import MaskRule, predict_block_mask, token_blocks
 from ..hooks.context import DenoiseContext
 from ..kernels import BlockMask, block_sparse_attention, merge_attention
 from ..kernels.block_mask import num_blocks
+from ..pipelines import Adapter, AttentionSite
 from .base import Method, MethodConfig
 from .registry import register_method
 

@@ -112,12 +112,11 @@ def _tiny_edit_cases() -> list[Case]:
 def _tiny(
     name: str, pipeline: str, task: str, prompts: tuple[str, ...] = _TINY_PROMPTS, **kwargs: Any
 ) -> ModelEntry:
-    def build(torch_dtype=None, **_: Any):
+    def build(dtype=None, torch_dtype=None, **_: Any):
         from .. import testing
 
-        return testing.tiny_pipeline(
-            name, **({"torch_dtype": torch_dtype} if torch_dtype is not None else {})
-        )
+        dtype = dtype if dtype is not None else torch_dtype  # diffusers' name, and its old one
+        return testing.tiny_pipeline(name, **({"torch_dtype": dtype} if dtype is not None else {}))
 
     sized = pipeline != "DiTPipeline"
     cases = _tiny_edit_cases if task == "edit" else _tiny_t2i_cases(prompts)

@@ -15,12 +15,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import models
-from .adapters import adapter_for
-from .hooks import step_tracker
-from .hooks.context import DenoiseContext
-from .methods import Method, MethodConfig, method_class, resolve_methods
-from .stats import CallStats
+from .. import models
+from ..hooks import step_tracker
+from ..hooks.context import DenoiseContext
+from ..methods import Method, MethodConfig, method_class, resolve_methods
+from ..stats import CallStats
+from .registry import adapter_for
 
 MethodsArg = str | MethodConfig | Iterable[str | MethodConfig] | None
 

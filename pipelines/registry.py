@@ -1,18 +1,10 @@
-"""Per-family architecture knowledge; ``adapter_for(pipeline)`` picks the right one."""
+"""Which adapter serves which diffusers pipeline class: one entry per family file."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import (
-    Adapter,
-    AttentionSite,
-    BlockGroup,
-    BlockIO,
-    CFGMode,
-    GenerationRequest,
-    TokenLayout,
-)
+from .base import Adapter
 from .dit import DiTAdapter
 from .flux import FluxAdapter
 from .pixart import PixArtAdapter
@@ -45,17 +37,3 @@ def adapter_for(pipeline: Any) -> Adapter:
         f"ditaccel does not support {type(pipeline).__name__}; supported pipelines: "
         + ", ".join(supported_pipelines())
     )
-
-
-__all__ = [
-    "ADAPTERS",
-    "Adapter",
-    "AttentionSite",
-    "BlockGroup",
-    "BlockIO",
-    "CFGMode",
-    "GenerationRequest",
-    "TokenLayout",
-    "adapter_for",
-    "supported_pipelines",
-]
