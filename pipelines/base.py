@@ -188,6 +188,9 @@ class Adapter:
     family: ClassVar[str]
     tasks: ClassVar[dict[str, Task]]
     timestep_arg: ClassVar[str] = "timestep"
+    # text tokens ``without_text`` leaves in the call (the first ones): transformers whose forward
+    # cannot take an empty text sequence keep one
+    text_rows_kept: ClassVar[int] = 0
 
     def __init__(self, pipeline: Any) -> None:
         self.pipeline = pipeline
@@ -222,6 +225,20 @@ class Adapter:
         position (RoPE), for methods that compute only part of the image (region editing); valid
         inside the ``with`` block."""
         raise NotImplementedError(self.image_subset_support(denoiser))
+        yield args, kwargs  # pragma: no cover
+
+    def text_subset_support(self, denoiser: nn.Module) -> str | None:
+        """Why ``denoiser`` cannot be called without its text tokens (None: it can)."""
+        return f"{self.family} transformers cannot be called without their text tokens"
+
+    @contextmanager
+    def without_text(
+        self, denoiser: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Iterator[tuple[Sequence[Any], dict[str, Any]]]:
+        """The denoiser call with no text tokens in its sequence but the first ``text_rows_kept``
+        (the image stream and its positions unchanged), for methods that serve the text's attention
+        from a cache; valid inside the ``with`` block."""
+        raise NotImplementedError(self.text_subset_support(denoiser))
         yield args, kwargs  # pragma: no cover
 
     def noisy_latents(self, denoiser: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:

@@ -110,6 +110,17 @@ class FluxAdapter(Adapter):
             },
         )
 
+    def text_subset_support(self, denoiser):
+        return None
+
+    @contextmanager
+    def without_text(self, denoiser, args, kwargs):
+        if args:
+            raise ValueError("FLUX transformer called positionally; token methods need keyword arguments")
+        ids = kwargs["txt_ids"]
+        text = kwargs["encoder_hidden_states"]
+        yield args, {**kwargs, "encoder_hidden_states": text[:, :0], "txt_ids": ids[..., :0, :]}
+
     def noisy_latents(self, denoiser, args, kwargs):
         latents = super().noisy_latents(denoiser, args, kwargs)
         return latents[..., : denoiser.out_channels]  # Fill: [latents | masked image | mask]

@@ -82,6 +82,24 @@ class QwenImageAdapter(Adapter):
         finally:
             handle.remove()
 
+    text_rows_kept = 1  # its rotary embedding cannot be applied to an empty text sequence
+
+    def text_subset_support(self, denoiser):
+        return None
+
+    @contextmanager
+    def without_text(self, denoiser, args, kwargs):
+        if args:
+            raise ValueError(
+                "Qwen-Image transformer called positionally; token methods need keyword arguments"
+            )
+        kept = {"encoder_hidden_states": kwargs["encoder_hidden_states"][:, : self.text_rows_kept]}
+        if kwargs.get("encoder_hidden_states_mask") is not None:
+            kept["encoder_hidden_states_mask"] = kwargs["encoder_hidden_states_mask"][
+                :, : self.text_rows_kept
+            ]
+        yield args, {**kwargs, **kept}
+
     def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
         return self.true_cfg_mode(call_kwargs)
 

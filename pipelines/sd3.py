@@ -6,6 +6,7 @@ The last block is ``context_pre_only`` and returns no text stream. CFG is batche
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -43,6 +44,15 @@ class SD3Adapter(Adapter):
         text = self.argument("encoder_hidden_states", 1, args, kwargs)
         grid = self.patch_grid(hidden, denoiser.config.patch_size)
         return TokenLayout(image=grid[1] * grid[2], text=text.shape[1], text_in_sequence=True, grid=grid)
+
+    def text_subset_support(self, denoiser):
+        return None
+
+    @contextmanager
+    def without_text(self, denoiser, args, kwargs):
+        if args:
+            raise ValueError("SD3 transformer called positionally; token methods need keyword arguments")
+        yield args, {**kwargs, "encoder_hidden_states": kwargs["encoder_hidden_states"][:, :0]}
 
     def cfg_mode(self, call_kwargs: dict[str, Any]) -> CFGMode:
         return self.batched_cfg_mode(call_kwargs, ("uncond", "cond"))

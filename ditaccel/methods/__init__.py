@@ -1,6 +1,7 @@
 """Acceleration methods, one module each, registered under the names of the contract."""
 
 from . import adaptive_cache as _adaptive_cache  # noqa: F401  (registers "adaptive-cache")
+from . import block_external as _block_external  # noqa: F401  (registers "block-external")
 from . import calibrated_cache as _calibrated_cache  # noqa: F401  (registers "calibrated-cache")
 from . import deepcache as _deepcache  # noqa: F401  (registers "deepcache")
 from . import none as _none  # noqa: F401  (registers "none")

@@ -79,6 +79,9 @@ class Method:
     tasks: ClassVar[frozenset[str] | None] = None
     # call keyword arguments the method reads (taken out of the call where the pipeline has none)
     call_arguments: ClassVar[frozenset[str]] = frozenset()
+    # methods it may be combined with (None: any outside its exclusive group), and why not others
+    combinable: ClassVar[frozenset[str] | None] = None
+    combination_note: ClassVar[str] = ""
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config

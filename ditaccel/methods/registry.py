@@ -5,6 +5,7 @@ Grammar: ``spec := item ("+" item)*``, ``item := name [":" key=value ("," key=va
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable
 
 from .base import Method, MethodConfig
@@ -36,13 +37,37 @@ def method_class(name: str) -> type[Method]:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}") from None
 
 
+def _takes_plus(item: str) -> bool:
+    """Whether ``item``'s last parameter is one whose choices contain ``+``
+    (``block-external:external=reference+text``)."""
+    name, _, params = item.partition(":")
+    cls = _REGISTRY.get(name.strip())
+    if cls is None or not params:
+        return False
+    key = params.split(",")[-1].partition("=")[0].strip()
+    hint = typing.get_type_hints(cls.config_class).get(key)
+    return typing.get_origin(hint) is typing.Literal and any("+" in str(c) for c in typing.get_args(hint))
+
+
+def _split_methods(spec: str) -> list[str]:
+    """The method items of a spec: ``+`` joins methods, except inside a value that may hold one."""
+    items: list[str] = []
+    for part in spec.split("+"):
+        name = part.strip().partition(":")[0].strip()
+        if items and name not in _REGISTRY and _takes_plus(items[-1]):
+            items[-1] += "+" + part
+        else:
+            items.append(part)
+    return items
+
+
 def parse_spec(spec: str) -> list[MethodConfig]:
     """Configs of a spec string such as ``deepcache:interval=3+sparse-attention``."""
     spec = spec.strip()
     if not spec:
         return []
     configs = []
-    for item in spec.split("+"):
+    for item in _split_methods(spec):
         name, _, params_text = item.strip().partition(":")
         name = name.strip()
         if not name:
@@ -101,4 +126,11 @@ def resolve_methods(methods: str | MethodConfig | Iterable[str | MethodConfig] |
                 "and would replace the same computation"
             )
         groups[group] = name
+    for name in names:
+        allowed = method_class(name).combinable
+        others = [other for other in names if other != name]
+        refused = [other for other in others if allowed is not None and other not in allowed]
+        if refused:
+            note = method_class(name).combination_note
+            raise ValueError(f"{name} cannot be combined with {refused[0]}" + (f": {note}" if note else ""))
     return configs

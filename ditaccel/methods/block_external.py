@@ -1,0 +1,374 @@
+"""``block-external``: block-external attention reuse (FlashBlock) for in-context and joint-attention DiTs.
+
+Some tokens of a call condition the result without being generated: the reference image that
+Kontext and Qwen-Image-Edit append to the image stream, and the text tokens every MMDiT carries
+through its blocks. What the generated tokens' queries take from them moves slowly across steps.
+On *refresh* steps (the first ``warmup`` steps, every ``refresh``-th step after, the last
+``final`` steps) the transformer runs in full and every attention layer keeps, per CFG branch,
+what later steps need of the external tokens. On the *cached* steps between, the external tokens
+leave the call (their rows are not projected, attended or sent through the MLPs; positions of the
+others are kept), and in every attention layer each remaining query's attention is the exact LSE
+merge of its fresh attention over the internal keys with the external part:
+
+- ``mode=output`` (FlashBlock): the external partial output and log-sum-exp stored at the refresh
+  step are reused, so the external keys are not attended at all;
+- ``mode=kv``: the external keys / values stored at the refresh step are attended afresh (exact
+  as long as they have not moved; costs their attention, saves their rows).
+
+Which tokens are external comes from the adapter's token layout (``reference``: the image-stream
+tokens after the generated ones; ``text``: the text tokens of a joint-attention sequence).
+``refresh=1`` runs every step in full: the plain pipeline, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+from ..attention import sdpa_route
+from ..hooks.context import DenoiseContext
+from ..hooks.step_info import StepInfo
+from ..kernels.attention import attention_with_lse, merge_attention
+from ..pipelines import Adapter, TokenLayout
+from .base import Method, MethodConfig
+from .registry import register_method
+
+_HOOK = "ditaccel.block_external"
+_KEY = "block-external"
+EXTERNAL_KINDS = ("reference", "text", "reference+text")
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockExternalConfig(MethodConfig):
+    """``external``: which tokens are served from the cache on cached steps. ``refresh``: steps
+    from one refresh (a full step that renews the cache) to the next (1: every step in full).
+    ``mode``: ``output`` reuses the external partial attention output and LSE, ``kv`` attends the
+    cached external keys / values afresh. ``warmup`` / ``final``: first / last steps always run in
+    full. ``measure``: on cached steps, also record each layer's relative error against attention
+    over the cached external keys / values with the current queries (``mode=output``; costs that
+    attention), into ``pipe.stats.extra["external_error"]``."""
+
+    method = "block-external"
+    external: Literal["reference", "text", "reference+text"] = "reference"
+    refresh: int = 4
+    mode: Literal["output", "kv"] = "output"
+    warmup: int = 2
+    final: int = 1
+    measure: bool = False
+
+    def __post_init__(self) -> None:
+        if self.external not in EXTERNAL_KINDS:
+            raise ValueError(
+                f"block-external: external must be one of {', '.join(EXTERNAL_KINDS)}, got {self.external!r}"
+            )
+        if self.mode not in ("output", "kv"):
+            raise ValueError(f"block-external: mode must be 'output' or 'kv', got {self.mode!r}")
+        self.check_range("refresh", 1)
+        self.check_range("warmup", 1)
+        self.check_range("final", 0)
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self.external.split("+"))
+
+    def is_refresh(self, step: int, total: int) -> bool:
+        """Whether ``step`` of ``total`` runs in full and renews the cache."""
+        if self.refresh == 1 or step < self.warmup or step >= total - self.final:
+            return True
+        return (step - self.warmup) % self.refresh == 0
+
+
+@dataclass
+class _Site:
+    """What one attention layer keeps of the last refresh step."""
+
+    internal: torch.Tensor  # indices of the internal tokens in the full sequence, in order
+    external: torch.Tensor  # indices of the external tokens
+    keys: tuple[torch.Tensor, torch.Tensor] | None = None  # mode=kv (and measure): external K, V
+    partial: tuple[torch.Tensor, torch.Tensor] | None = (
+        None  # mode=output: (O_ext, L_ext) of internal queries
+    )
+
+
+@dataclass
+class _State:
+    """One CFG branch's cache, per attention layer; ``ready``: every layer stored at the last refresh."""
+
+    sites: dict[str, _Site] = field(default_factory=dict)
+    ready: bool = False
+    drift: dict[str, list[float]] = field(default_factory=dict)  # per layer, change at each refresh
+
+
+def _relative(new: torch.Tensor, old: torch.Tensor) -> float:
+    return float((new.float() - old.float()).abs().mean() / old.float().abs().mean().clamp_min(1e-12))
+
+
+def sequence_indices(
+    layout: TokenLayout, length: int, text_first: bool, kinds: frozenset[str], text_kept: int = 0
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(internal, external) token indices of an attention sequence of ``length`` tokens under
+    ``layout``: the image stream, with the text before (``text_first``) or after it when the
+    sequence holds the text (its first ``text_kept`` tokens stay internal). None when the sequence
+    is neither (e.g. cross-attention)."""
+    stream = layout.image_stream
+    if length == stream + layout.text and layout.text_in_sequence:
+        text_at = 0 if text_first else stream
+        image_at = layout.text if text_first else 0
+    elif length == stream:
+        text_at, image_at = None, 0
+    else:
+        return None
+    external = torch.zeros(length, dtype=torch.bool)
+    if "reference" in kinds:
+        start = image_at + layout.image
+        external[start : start + layout.reference] = True
+    if "text" in kinds and text_at is not None:
+        external[text_at + text_kept : text_at + layout.text] = True
+    return (~external).nonzero().flatten(), external.nonzero().flatten()
+
+
+class _TransformerHook(ModelHook):
+    def __init__(self, method: BlockExternal, context: DenoiseContext) -> None:
+        super().__init__()
+        self.method, self.context = method, context
+
+    def new_forward(self, module, *args, **kwargs):
+        info = self.context.current
+        method = self.method
+        method.phase = "full"
+        if info is None or not method.has_external(info.layout):
+            return self.fn_ref.original_forward(*args, **kwargs)
+        state = self.context.state(_KEY, _State)
+        cached = state.ready and not method.config.is_refresh(info.step, info.total)
+        if not cached:
+            method.phase = "store" if not method.config.is_refresh(info.step + 1, info.total) else "full"
+            if method.phase == "store":
+                method.begin_store(state)
+            output = self.fn_ref.original_forward(*args, **kwargs)
+            if method.phase == "store":
+                method.end_store(state, info)
+            return output
+        method.phase = "cached"
+        with method.without_external(module, info.layout, args, kwargs) as (sub_args, sub_kwargs):
+            output = self.fn_ref.original_forward(*sub_args, **sub_kwargs)
+        return _full_length(output, info.layout.image_stream)
+
+
+@register_method("block-external")
+class BlockExternal(Method):
+    config_class = BlockExternalConfig
+    combinable = frozenset()
+    combination_note = (
+        "both would change which token rows a forward computes or which attention a layer serves, "
+        "and they do not yet agree on it (use block-external alone)"
+    )
+
+    def __init__(self, config: BlockExternalConfig) -> None:
+        super().__init__(config)
+        self.phase = "full"  # of the current forward: full, store (a full step that fills the cache), cached
+        self._modules: list[torch.nn.Module] = []
+        self._sites: list = []
+        self._stored: set[str] = set()
+
+    # --- construction ---------------------------------------------------------------------------
+    def check(self, adapter: Adapter) -> None:
+        super().check(adapter)
+        kinds = self.config.kinds
+        if "reference" in kinds and adapter.task != "edit":
+            raise ValueError(
+                f"block-external: external=reference needs an in-context editing pipeline (reference-image "
+                f"tokens: FluxKontextPipeline, QwenImageEditPipeline), not {type(adapter.pipeline).__name__}"
+            )
+        for denoiser in adapter.denoisers():
+            if "reference" in kinds and (reason := adapter.image_subset_support(denoiser)) is not None:
+                raise ValueError(f"block-external: {reason}")
+            if "text" in kinds:
+                if not any(site.kind == "joint" for site in adapter.attention_sites(denoiser)):
+                    raise ValueError(
+                        f"block-external: external=text needs joint attention over text and image tokens; "
+                        f"{type(adapter.pipeline).__name__} takes its text by cross-attention"
+                    )
+                if (reason := adapter.text_subset_support(denoiser)) is not None:
+                    raise ValueError(f"block-external: {reason}")
+
+    def has_external(self, layout: TokenLayout) -> bool:
+        kinds = self.config.kinds
+        text = layout.text - self.context.adapter.text_rows_kept
+        return ("reference" in kinds and layout.reference > 0) or (
+            "text" in kinds and text > 0 and layout.text_in_sequence
+        )
+
+    # --- the call without the external rows -----------------------------------------------------------
+    def without_external(self, denoiser, layout: TokenLayout, args, kwargs):
+        adapter = self.context.adapter
+        kinds = self.config.kinds
+        if "reference" in kinds and layout.reference > 0:
+            index = torch.arange(
+                layout.image, device=adapter.argument("hidden_states", 0, args, kwargs).device
+            )
+            subset = adapter.image_subset(denoiser, args, kwargs, index)
+        else:
+            subset = _passthrough(args, kwargs)
+        if "text" in kinds and layout.text > adapter.text_rows_kept:
+            return _chain(subset, lambda a, k: adapter.without_text(denoiser, a, k))
+        return subset
+
+    # --- refresh steps ----------------------------------------------------------------------------------
+    def begin_store(self, state: _State) -> None:
+        self._stored = set()
+
+    def end_store(self, state: _State, info: StepInfo) -> None:
+        missing = [site.name for site in self._sites if site.name not in self._stored]
+        if missing:
+            if "external_fallback" not in self.context.stats.extra:
+                warnings.warn(
+                    f"block-external: attention in {missing[0]} is not plain SDPA over the call's tokens "
+                    "(a text padding mask?); every step runs in full",
+                    stacklevel=2,
+                )
+            self.context.stats.extra["external_fallback"] = 1.0
+            state.ready = False
+            state.sites.clear()
+            return
+        state.ready = True
+
+    # --- attention ------------------------------------------------------------------------------------
+    def _routing(self) -> bool:
+        return self.phase in ("store", "cached") and self.context.current is not None
+
+    def _attention(self, site):
+        def handler(q, k, v, scale):
+            info = self.context.current
+            if info is None or self.phase not in ("store", "cached"):
+                return None
+            state = self.context.state(_KEY, _State)
+            if self.phase == "store":
+                self._store(state, site, info.layout, q, k, v, scale)
+                return None
+            return self._serve(state, site, q, k, v, scale)
+
+        return handler
+
+    def _store(self, state: _State, site, layout: TokenLayout, q, k, v, scale) -> None:
+        text_first = site.text_first if site.text_first is not None else True
+        kept = self.context.adapter.text_rows_kept
+        indices = sequence_indices(layout, q.shape[2], text_first, self.config.kinds, kept)
+        if indices is None:
+            return  # not over the call's tokens: end_store falls back to full steps
+        internal, external = (i.to(q.device) for i in indices)
+        self._stored.add(site.name)
+        if external.numel() == 0:  # no external token in this layer's sequence: plain attention
+            state.sites.pop(site.name, None)
+            return
+        old = state.sites.get(site.name)
+        entry = _Site(internal, external)
+        if self.config.mode == "kv" or self.config.measure:
+            entry.keys = (k[:, :, external], v[:, :, external])
+        if self.config.mode == "output":
+            entry.partial = attention_with_lse(q[:, :, internal], k[:, :, external], v[:, :, external], scale)
+        if old is not None:
+            before = old.partial[0] if old.partial is not None else old.keys[0]
+            after = entry.partial[0] if entry.partial is not None else entry.keys[0]
+            if before.shape == after.shape:
+                state.drift.setdefault(site.name, []).append(_relative(after, before))
+                self.context.stats.extra["external_drift"] = {
+                    name: sum(values) / len(values) for name, values in state.drift.items()
+                }
+        state.sites[site.name] = entry
+
+    def _serve(self, state: _State, site, q, k, v, scale) -> torch.Tensor | None:
+        entry = state.sites.get(site.name)
+        if entry is None:
+            return None  # a layer without external tokens in its sequence (e.g. image-only attention)
+        if q.shape[2] != entry.internal.numel():
+            raise RuntimeError(
+                f"block-external: {site.name} got {q.shape[2]} tokens on a cached step, expected "
+                f"{entry.internal.numel()} (the call's layout changed inside a step)"
+            )
+        if self.config.mode == "kv":
+            ek, ev = entry.keys
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, torch.cat([k, ek], dim=2), torch.cat([v, ev], dim=2), scale=scale
+            )
+        fresh, fresh_lse = attention_with_lse(q, k, v, scale)
+        out, _ = merge_attention(fresh, fresh_lse, *entry.partial)
+        if self.config.measure:
+            ek, ev = entry.keys
+            exact = torch.nn.functional.scaled_dot_product_attention(
+                q, torch.cat([k, ek], dim=2), torch.cat([v, ev], dim=2), scale=scale
+            )
+            errors = self.context.stats.extra.setdefault("external_error", {})
+            errors.setdefault(site.name, []).append(_relative(out, exact))
+        return out
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    def apply(self, context: DenoiseContext) -> None:
+        self.context = context
+        self._sites = []
+        for denoiser in context.adapter.denoisers():
+            HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(
+                _TransformerHook(self, context), _HOOK
+            )
+            self._modules.append(denoiser)
+            for site in context.adapter.sequence_attention_sites(denoiser):
+                sdpa_route.attach(site.module, _HOOK, self._attention(site), active=self._routing)
+                self._modules.append(site.module)
+                self._sites.append(site)
+
+    def remove(self, context: DenoiseContext) -> None:
+        for module in self._modules:
+            HookRegistry.check_if_exists_or_initialize(module).remove_hook(_HOOK, recurse=False)
+        self._modules.clear()
+        self._sites = []
+
+
+def _full_length(output, length: int):
+    """The output padded back to the whole image stream: the reference rows a cached step did not
+    compute are zeros (the pipelines keep only the generated tokens' rows)."""
+    sample = output[0] if isinstance(output, tuple) else output.sample
+    if sample.dim() != 3 or sample.shape[1] >= length:
+        return output
+    padded = torch.cat(
+        [sample, sample.new_zeros(sample.shape[0], length - sample.shape[1], sample.shape[2])], 1
+    )
+    return (padded, *output[1:]) if isinstance(output, tuple) else type(output)(sample=padded)
+
+
+class _passthrough:
+    """A context manager that hands back the call unchanged."""
+
+    def __init__(self, args, kwargs) -> None:
+        self.value = (args, kwargs)
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+class _chain:
+    """Enter ``first``, then ``then(*its value)``; hand back the second's value."""
+
+    def __init__(self, first, then) -> None:
+        self.first, self.then, self.second = first, then, None
+
+    def __enter__(self):
+        args, kwargs = self.first.__enter__()
+        self.second = self.then(args, kwargs)
+        try:
+            return self.second.__enter__()
+        except BaseException:
+            self.first.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.second.__exit__(*exc)
+        finally:
+            self.first.__exit__(*exc)
