@@ -3,7 +3,10 @@
 For every dtype, sequence length and density: time per call, executed TFLOP/s and the speedup
 over SDPA. The block-sparse masks keep ``density`` of the key blocks of every query block
 (diagonal included, the rest at random), so the numbers measure the kernel, not a predictor.
-Prints a table and writes a JSON.
+Then one attention layer of ``block-external`` at Kontext size (text + 4096 generated + 4096
+reference tokens): the plain layer, a refresh step's extra external partial, and a cached step in
+both modes (``output``: fresh internal attention with LSE + merge; ``kv``: attention over fresh
+internal and cached external keys). Prints a table and writes a JSON.
 
 On a GPU (the real benchmark; H100 one-liner):
     python benchmarks/attention_kernels.py --json attention_kernels.json
@@ -108,6 +111,46 @@ def bench_length(args: argparse.Namespace, dtype_name: str, length: int) -> list
     return rows
 
 
+def bench_block_external(args: argparse.Namespace, dtype_name: str) -> list[dict]:
+    """One attention layer of block-external: plain, refresh-step extra, cached (both modes)."""
+    if args.device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    from ditaccel.kernels import attention_triton as kt
+
+    device = torch.device(args.device)
+    measure = timer(device, args.reps)
+    text, image, reference = args.be_text, args.be_image, args.be_reference
+    total, internal = text + image + reference, text + image
+    g = torch.Generator(device="cpu").manual_seed(total)
+    shape = (args.batch, args.heads, total, args.head_dim)
+    q, k, v = (torch.randn(shape, generator=g).to(device=device, dtype=DTYPES[dtype_name]) for _ in range(3))
+    qi, ki, vi = (t[:, :, :internal] for t in (q, k, v))
+    ke, ve = (t[:, :, internal:].contiguous() for t in (k, v))
+    partial = kt.attention_with_lse(qi, ke, ve, block_m=args.block, block_n=args.block)
+    flops = lambda lq, lk: 4 * args.batch * args.heads * lq * lk * args.head_dim  # noqa: E731
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def output_mode():
+        fresh = kt.attention_with_lse(qi, ki, vi, block_m=args.block, block_n=args.block)
+        return kt.merge_attention(*fresh, *partial)
+
+    cases = [
+        ("be-plain-layer", lambda: sdpa(q, k, v), flops(total, total)),
+        ("be-refresh-extra", lambda: kt.attention_with_lse(qi, ke, ve, block_m=args.block, block_n=args.block),
+         flops(internal, reference)),
+        ("be-cached-output", output_mode, flops(internal, internal)),
+        ("be-cached-kv", lambda: sdpa(qi, torch.cat([ki, ke], 2), torch.cat([vi, ve], 2)), flops(internal, total)),
+    ]  # fmt: skip
+    rows = []
+    for kind, fn, work in cases:
+        ms = measure(fn)
+        rows.append({"dtype": dtype_name, "seq": total, "kernel": kind, "density": work / flops(total, total),
+                     "ms": ms, "tflops": work / ms / 1e9, "flops": work})  # fmt: skip
+    for row in rows:
+        row["speedup_vs_sdpa"] = rows[0]["ms"] / row["ms"]
+    return rows
+
+
 def print_rows(rows: list[dict], header: bool = True) -> None:
     if header:
         print(
@@ -135,6 +178,11 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=None)
     parser.add_argument("--reps", type=int, default=3, help="CPU timing repetitions")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--be-text", type=int, default=None, help="block-external case: text tokens")
+    parser.add_argument("--be-image", type=int, default=None, help="block-external case: generated tokens")
+    parser.add_argument(
+        "--be-reference", type=int, default=None, help="block-external case: reference tokens"
+    )
     args = parser.parse_args()
     toy = args.toy or args.device == "cpu"
     args.lengths = args.lengths or ([64, 128] if toy else [4096, 8192, 16384, 32768])
@@ -143,8 +191,15 @@ def main() -> None:
     args.block = args.block or (16 if toy else 64)
     if toy:
         args.head_dim = min(args.head_dim, 64)
+    args.be_text = args.be_text or (16 if toy else 512)
+    args.be_image = args.be_image or (64 if toy else 4096)
+    args.be_reference = args.be_reference or (64 if toy else 4096)
     print_rows([], header=True)
     rows = run(args)
+    for dtype_name in args.dtypes:
+        block_external = bench_block_external(args, dtype_name)
+        print_rows(block_external, header=False)
+        rows += block_external
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
     result = {
         "device": device_name,

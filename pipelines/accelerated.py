@@ -43,6 +43,7 @@ class AcceleratedPipeline:
         method_objects: list[Method] = [method_class(c.method)(c) for c in configs]
         for method in method_objects:
             method.check(adapter)
+            method.check_combination(configs)
         context = DenoiseContext(pipeline, adapter)
         context.method_specs = [c.spec() for c in configs]
         object.__setattr__(self, "pipeline", pipeline)
@@ -52,7 +53,8 @@ class AcceleratedPipeline:
         object.__setattr__(self, "_method_objects", method_objects)
         applied: list[Method] = []
         try:
-            for method in method_objects:
+            # inner methods first: their hooks then sit inside the others' (see Method.inner)
+            for method in sorted(method_objects, key=lambda m: not m.inner):
                 method.apply(context)
                 applied.append(method)
             step_tracker.attach(context)

@@ -9,6 +9,7 @@ from conftest import run
 from ditaccel import AcceleratedPipeline
 from ditaccel.methods.block_external import sequence_indices
 from ditaccel.pipelines import TokenLayout
+from ditaccel.testing import example_call
 
 KONTEXT, QWEN_EDIT = "tiny-random-flux-kontext", "tiny-random-qwen-image-edit"
 FLUX, SD3, QWEN = "tiny-random-flux", "tiny-random-sd3", "tiny-random-qwen-image"
@@ -76,7 +77,7 @@ def test_external_rows_are_not_computed_on_cached_steps(make_pipe):
         rows: list[tuple[int, int]] = []
         block = pipe.transformer.transformer_blocks[0]
         block.register_forward_pre_hook(
-            lambda _m, _a, kw: rows.append(
+            lambda _m, _a, kw, rows=rows: rows.append(
                 (kw["hidden_states"].shape[1], kw["encoder_hidden_states"].shape[1])
             ),
             with_kwargs=True,
@@ -135,9 +136,13 @@ def test_measure_records_the_merge_error_and_drift(make_pipe):
         (KONTEXT, "block-external:refresh=0", "refresh must be in"),
         (KONTEXT, "block-external:mode=exact", "mode must be one of"),
         (KONTEXT, "block-external:external=image", "external must be one of"),
-        (KONTEXT, "block-external+deepcache", "block-external cannot be combined with deepcache"),
-        (KONTEXT, "region-edit+block-external", "block-external cannot be combined with region-edit"),
         (KONTEXT, "block-external+sparse-attention", "cannot be combined with sparse-attention"),
+        (
+            KONTEXT,
+            "region-edit+block-external:external=text",
+            "external=text cannot be combined with region-edit",
+        ),
+        (KONTEXT, "region-edit+block-external+deepcache", "cannot be combined"),
     ],
 )
 def test_bad_input_is_refused_before_compute(name, spec, message, make_pipe):
@@ -157,3 +162,51 @@ def test_spec_strings_carry_reference_plus_text():
     assert resolve_methods(config.spec()) == [config]
     with pytest.raises(ValueError, match="unknown method 'warp'"):
         resolve_methods("deepcache:interval=3+warp")
+
+
+@pytest.mark.parametrize(
+    ("name", "other"),
+    [
+        (KONTEXT, "deepcache:interval=2"),
+        (KONTEXT, "adaptive-cache:threshold=0.5"),
+        (FLUX, "deepcache:interval=2"),
+        (QWEN_EDIT, "deepcache:interval=2"),
+        (KONTEXT, "region-edit:source=mask,estimate_outside=false,dilate=0,budget=0,velocity_tolerance=0"),
+    ],
+)
+def test_combinations_serve_the_plain_values_on_frozen_inputs(name, other, make_pipe):
+    """A step cache keeps its residuals apart for the rows block-external's cached steps compute;
+    region-edit's region steps go through untouched. On frozen inputs all of it is exact, and
+    both methods did serve."""
+    from PIL import Image
+
+    pipe = make_pipe(name)
+    external = "text" if name == FLUX else "reference"
+    call = {"steps": 8, "sigmas": FROZEN}
+    if other.startswith("region-edit"):
+        size = example_call(name)["height"]
+        mask = np.zeros((size, size), np.uint8)
+        mask[size // 2 : 3 * size // 4, size // 4 : size // 2] = 255
+        call["mask_image"] = Image.fromarray(mask)
+    plain = _velocities(pipe, name, **{k: v for k, v in call.items() if k != "mask_image"})
+    acc = AcceleratedPipeline.from_pipe(
+        pipe, f"block-external:external={external},refresh=3,warmup=1+{other}"
+    )
+    served = _velocities(acc, name, **call)
+    assert acc.stats.extra["external_cached_forwards"] > 0
+    if other.startswith("region-edit"):
+        assert acc.stats.extra["region_tokens"] == 1
+    else:
+        assert acc.stats.blocks_reused > 0
+    for ours, theirs in zip(served, plain, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "other", ["deepcache:interval=1", "region-edit:threshold=1,cache_reference=false,velocity_tolerance=0"]
+)
+def test_exact_settings_stay_exact_together(other, make_pipe):
+    pipe = make_pipe(KONTEXT)
+    plain = run(pipe, KONTEXT, steps=6)
+    acc = AcceleratedPipeline.from_pipe(pipe, f"block-external:refresh=1+{other}")
+    assert np.array_equal(run(acc, KONTEXT, steps=6), plain)

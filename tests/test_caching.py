@@ -128,7 +128,7 @@ def _shared_branch_reference(pipe, name, cfg):
     context = accelerated.context
     original = context.state
 
-    def state(owner, factory):
+    def state(owner, factory, shared=False, by_rows=False):
         info = context.current
         key = (owner, info.denoiser, 0)
         held = context._states.get(key)

@@ -75,7 +75,7 @@ class _RangeHook(ModelHook):
         info = context.current
         if info is None or info.denoiser != owner.denoiser_index:  # outside a tracked forward
             return self.fn_ref.original_forward(*args, **kwargs)
-        state = context.state(owner.key, _ForwardState)
+        state = context.state(owner.key, _ForwardState, by_rows=True)
         if self.index == 0:
             hidden, encoder = block.io.split_input(args, kwargs)
             state.standin = owner.policy.enter(info, hidden, encoder)
@@ -140,6 +140,6 @@ class InputProbe(ModelHook):
     def pre_forward(self, module: nn.Module, *args: Any, **kwargs: Any):
         info = self.context.current
         if info is not None and info.denoiser == self.denoiser_index:
-            holder = self.context.state(self.key, dict)
+            holder = self.context.state(self.key, dict, by_rows=True)
             holder["hidden"] = self.io.split_input(args, kwargs)[0]
         return args, kwargs

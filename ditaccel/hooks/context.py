@@ -31,6 +31,12 @@ class DenoiseContext:
         self.cfg = CFGMode()
         self.method_specs: list[str] = []
         self.call_arguments: dict[str, Any] = {}  # what methods read from the current call
+        # Which rows the current forward computes: "" for the whole call; a method that calls the
+        # denoiser on a fixed subset of its tokens names that subset while the forward runs, so
+        # that block-level caches keep their tensors apart per row set (shapes never mix).
+        self.rows = ""
+        # Set while the current forward must compute every row (an outer method keeps its K/V).
+        self.pinned = False
         self.blocks_per_forward = sum(len(g) for g in adapter.block_groups(adapter.denoisers()[0]))
         self.stats = self._new_stats()
         self._states: dict[tuple, tuple[tuple, Any]] = {}
@@ -121,13 +127,14 @@ class DenoiseContext:
         return self._step, n
 
     # --- method state ------------------------------------------------------------------------
-    def state(self, owner: str, factory: Callable[[], S], shared: bool = False) -> S:
+    def state(self, owner: str, factory: Callable[[], S], shared: bool = False, by_rows: bool = False) -> S:
         """``owner``'s state for the current denoiser and branch (``shared``: one for all CFG
-        branches of the call), created by ``factory`` when absent or made under other input shapes."""
+        branches of the call; ``by_rows``: one per row set, see ``rows``), created by ``factory``
+        when absent or made under other input shapes."""
         info = self.current
         if info is None:
             raise RuntimeError("method state asked for outside a denoiser forward")
-        key = (owner, info.denoiser, None if shared else info.branch)
+        key = (owner, info.denoiser, None if shared else info.branch, self.rows if by_rows else "")
         held = self._states.get(key)
         if held is None or held[0] != info.signature:
             held = (info.signature, factory())

@@ -84,12 +84,12 @@ class _AdaptivePolicy:
     def _state(self) -> _State:
         order = self.config.order
         return self.context.state(
-            self.key, lambda: _State(hidden=TaylorSeries(order), encoder=TaylorSeries(order))
+            self.key, lambda: _State(hidden=TaylorSeries(order), encoder=TaylorSeries(order)), by_rows=True
         )
 
     def enter(self, info: StepInfo, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Streams | None:
         c, state = self.config, self._state()
-        probe = hidden - self.context.state(self.probe_key, dict)["hidden"]
+        probe = hidden - self.context.state(self.probe_key, dict, by_rows=True)["hidden"]
         previous, state.probe = state.probe, probe
         forced = info.step < c.warmup or info.step >= info.total - c.final
         if forced or previous is None or not state.hidden.ready or state.reuses >= c.max_reuse:

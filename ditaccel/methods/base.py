@@ -82,6 +82,9 @@ class Method:
     # methods it may be combined with (None: any outside its exclusive group), and why not others
     combinable: ClassVar[frozenset[str] | None] = None
     combination_note: ClassVar[str] = ""
+    # hooked inside the other methods' hooks (applied first), so that it sees the call as they
+    # pass it on (e.g. a subset of the tokens) and they see its result
+    inner: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
@@ -93,6 +96,9 @@ class Method:
                 f"{self.config.method} applies to {sorted(self.tasks)} pipelines, "
                 f"not {type(adapter.pipeline).__name__} ({adapter.task})"
             )
+
+    def check_combination(self, configs: list[MethodConfig]) -> None:
+        """Raise ``ValueError`` when a setting of this method cannot hold beside ``configs``."""
 
     def apply(self, context: DenoiseContext) -> None:
         """Register this method's hooks on the context's pipeline."""

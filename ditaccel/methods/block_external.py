@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,7 +33,6 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from ..attention import sdpa_route
 from ..hooks.context import DenoiseContext
-from ..hooks.step_info import StepInfo
 from ..kernels.attention import attention_with_lse, merge_attention
 from ..pipelines import Adapter, TokenLayout
 from .base import Method, MethodConfig
@@ -97,9 +97,10 @@ class _Site:
 
 @dataclass
 class _State:
-    """One CFG branch's cache, per attention layer; ``ready``: every layer stored at the last refresh."""
+    """One CFG branch's cache, per attention layer; ``ready``: every layer has stored."""
 
     sites: dict[str, _Site] = field(default_factory=dict)
+    plain: set[str] = field(default_factory=set)  # layers whose sequence holds no external token
     ready: bool = False
     drift: dict[str, list[float]] = field(default_factory=dict)  # per layer, change at each refresh
 
@@ -141,39 +142,57 @@ class _TransformerHook(ModelHook):
         info = self.context.current
         method = self.method
         method.phase = "full"
-        if info is None or not method.has_external(info.layout):
+        context = self.context
+        if info is None or not method.has_external(info.layout) or context.rows:
+            # (an outer method already runs this forward on a subset of the tokens: region-edit's
+            # region steps, which serve the reference from their own K/V cache)
             return self.fn_ref.original_forward(*args, **kwargs)
-        state = self.context.state(_KEY, _State)
-        cached = state.ready and not method.config.is_refresh(info.step, info.total)
+        config = method.config
+        state = context.state(_KEY, _State)
+        cached = state.ready and not context.pinned and not config.is_refresh(info.step, info.total)
         if not cached:
-            method.phase = "store" if not method.config.is_refresh(info.step + 1, info.total) else "full"
-            if method.phase == "store":
-                method.begin_store(state)
+            method.phase = "store"
+            method.begin_store(following_cached=not config.is_refresh(info.step + 1, info.total))
             output = self.fn_ref.original_forward(*args, **kwargs)
-            if method.phase == "store":
-                method.end_store(state, info)
+            method.end_store(state)
             return output
         method.phase = "cached"
+        extra = context.stats.extra
+        extra["external_cached_forwards"] = extra.get("external_cached_forwards", 0) + 1
         with method.without_external(module, info.layout, args, kwargs) as (sub_args, sub_kwargs):
-            output = self.fn_ref.original_forward(*sub_args, **sub_kwargs)
+            context.rows = _KEY
+            try:
+                output = self.fn_ref.original_forward(*sub_args, **sub_kwargs)
+            finally:
+                context.rows = ""
         return _full_length(output, info.layout.image_stream)
 
 
 @register_method("block-external")
 class BlockExternal(Method):
     config_class = BlockExternalConfig
-    combinable = frozenset()
+    inner = True  # inside region-edit's hook: it sees whether region-edit already subsets the call
+    combinable = frozenset({"deepcache", "adaptive-cache", "calibrated-cache", "region-edit"})
     combination_note = (
-        "both would change which token rows a forward computes or which attention a layer serves, "
-        "and they do not yet agree on it (use block-external alone)"
+        "its attention handler and a sparse-attention handler would both answer the same SDPA call "
+        "(block-sparse attention over the fresh part merged with the cached external part is not built)"
     )
+
+    def check_combination(self, configs) -> None:
+        if "text" in self.config.kinds and any(c.method == "region-edit" for c in configs):
+            raise ValueError(
+                "block-external: external=text cannot be combined with region-edit: on region steps both "
+                "would extend the same attention with cached keys (use external=reference)"
+            )
 
     def __init__(self, config: BlockExternalConfig) -> None:
         super().__init__(config)
         self.phase = "full"  # of the current forward: full, store (a full step that fills the cache), cached
         self._modules: list[torch.nn.Module] = []
         self._sites: list = []
-        self._stored: set[str] = set()
+        self._stored: set[str] = set()  # layers that stored on the current refresh forward
+        self._ran: set[str] = set()  # layers whose attention ran on it
+        self._following_cached = False
 
     # --- construction ---------------------------------------------------------------------------
     def check(self, adapter: Adapter) -> None:
@@ -181,8 +200,8 @@ class BlockExternal(Method):
         kinds = self.config.kinds
         if "reference" in kinds and adapter.task != "edit":
             raise ValueError(
-                f"block-external: external=reference needs an in-context editing pipeline (reference-image "
-                f"tokens: FluxKontextPipeline, QwenImageEditPipeline), not {type(adapter.pipeline).__name__}"
+                "block-external: external=reference needs an in-context editing pipeline (its calls carry "
+                f"reference-image tokens), not {type(adapter.pipeline).__name__} ({adapter.task})"
             )
         for denoiser in adapter.denoisers():
             if "reference" in kinds and (reason := adapter.image_subset_support(denoiser)) is not None:
@@ -219,11 +238,14 @@ class BlockExternal(Method):
         return subset
 
     # --- refresh steps ----------------------------------------------------------------------------------
-    def begin_store(self, state: _State) -> None:
-        self._stored = set()
+    def begin_store(self, following_cached: bool) -> None:
+        self._ran, self._stored = set(), set()
+        self._following_cached = following_cached
 
-    def end_store(self, state: _State, info: StepInfo) -> None:
-        missing = [site.name for site in self._sites if site.name not in self._stored]
+    def end_store(self, state: _State) -> None:
+        """After a refresh forward: every layer that ran has stored (or has no external token);
+        one whose attention was not plain SDPA makes the call run in full."""
+        missing = sorted(self._ran - self._stored)
         if missing:
             if "external_fallback" not in self.context.stats.extra:
                 warnings.warn(
@@ -235,11 +257,19 @@ class BlockExternal(Method):
             state.ready = False
             state.sites.clear()
             return
-        state.ready = True
+        # layers a step cache served on this forward keep the part stored when they last ran
+        known = set(state.sites) | state.plain
+        state.ready = state.ready or all(site.name in known for site in self._sites)
 
     # --- attention ------------------------------------------------------------------------------------
-    def _routing(self) -> bool:
-        return self.phase in ("store", "cached") and self.context.current is not None
+    def _routing(self, site) -> Callable[[], bool]:
+        def active() -> bool:
+            if self.phase == "store" and self.context.current is not None:
+                self._ran.add(site.name)
+                return True
+            return self.phase == "cached" and self.context.current is not None
+
+        return active
 
     def _attention(self, site):
         def handler(q, k, v, scale):
@@ -263,9 +293,11 @@ class BlockExternal(Method):
         internal, external = (i.to(q.device) for i in indices)
         self._stored.add(site.name)
         if external.numel() == 0:  # no external token in this layer's sequence: plain attention
-            state.sites.pop(site.name, None)
+            state.plain.add(site.name)
             return
         old = state.sites.get(site.name)
+        if self.config.mode == "output" and not self._following_cached and old is not None:
+            return  # no cached step before the next refresh: keep the partial, skip its cost
         entry = _Site(internal, external)
         if self.config.mode == "kv" or self.config.measure:
             entry.keys = (k[:, :, external], v[:, :, external])
@@ -282,9 +314,9 @@ class BlockExternal(Method):
         state.sites[site.name] = entry
 
     def _serve(self, state: _State, site, q, k, v, scale) -> torch.Tensor | None:
-        entry = state.sites.get(site.name)
-        if entry is None:
+        if site.name in state.plain:
             return None  # a layer without external tokens in its sequence (e.g. image-only attention)
+        entry = state.sites[site.name]
         if q.shape[2] != entry.internal.numel():
             raise RuntimeError(
                 f"block-external: {site.name} got {q.shape[2]} tokens on a cached step, expected "
@@ -316,7 +348,7 @@ class BlockExternal(Method):
             )
             self._modules.append(denoiser)
             for site in context.adapter.sequence_attention_sites(denoiser):
-                sdpa_route.attach(site.module, _HOOK, self._attention(site), active=self._routing)
+                sdpa_route.attach(site.module, _HOOK, self._attention(site), active=self._routing(site))
                 self._modules.append(site.module)
                 self._sites.append(site)
 

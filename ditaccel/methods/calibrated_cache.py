@@ -82,7 +82,9 @@ class _BlockPolicy:
 
     def _cache(self) -> _BlockCache:
         order = self.method.config.order
-        return self.context.state(self.key, lambda: _BlockCache(TaylorSeries(order), TaylorSeries(order)))
+        return self.context.state(
+            self.key, lambda: _BlockCache(TaylorSeries(order), TaylorSeries(order)), by_rows=True
+        )
 
     def enter(self, info: StepInfo, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Streams | None:
         if self.index not in self.method.plan(info.total).reuse[info.step]:

@@ -80,14 +80,14 @@ class _DeepCachePolicy:
         return info.step in self._plan[1]
 
     def enter(self, info: StepInfo, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Streams | None:
-        cache = self.context.state(self.key, _Cache)
+        cache = self.context.state(self.key, _Cache, by_rows=True)
         if self.is_full(info) or cache.hidden is None:
             return None
         new_encoder = encoder if encoder is None or cache.encoder is None else encoder + cache.encoder
         return hidden + cache.hidden, new_encoder
 
     def computed(self, info: StepInfo, hidden: torch.Tensor | None, encoder: torch.Tensor | None) -> None:
-        cache = self.context.state(self.key, _Cache)
+        cache = self.context.state(self.key, _Cache, by_rows=True)
         cache.hidden, cache.encoder = hidden, encoder
 
 

@@ -140,7 +140,11 @@ class _TransformerHook(ModelHook):
         if info.step >= final:
             state.keys.clear()  # no region step is left to read them
         if not region:
-            output = self.fn_ref.original_forward(*args, **kwargs)
+            self.context.pinned = method.phase == "store"  # its K/V cache needs every row
+            try:
+                output = self.fn_ref.original_forward(*args, **kwargs)
+            finally:
+                self.context.pinned = False
             self._output_type = type(output)
             state.velocity = _sample(output)
             if info.step == warmup - 1:
@@ -160,7 +164,11 @@ class _TransformerHook(ModelHook):
             velocity[:, part.fed] = forecast
             return self._composited(module, self._like(as_tuple, velocity), info, args, kwargs)
         with self.context.adapter.image_subset(module, args, kwargs, part.fed) as (sub_args, sub_kwargs):
-            output = self.fn_ref.original_forward(*sub_args, **sub_kwargs)
+            self.context.rows = _KEY
+            try:
+                output = self.fn_ref.original_forward(*sub_args, **sub_kwargs)
+            finally:
+                self.context.rows = ""
         fresh = _sample(output)
         velocity[:, part.fed] = fresh
         state.velocity = velocity
