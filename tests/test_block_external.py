@@ -7,7 +7,7 @@ import torch
 from conftest import run
 
 from ditaccel import AcceleratedPipeline
-from ditaccel.methods.block_external import sequence_indices
+from ditaccel.attention.external import sequence_indices
 from ditaccel.pipelines import TokenLayout
 from ditaccel.testing import example_call
 
@@ -112,19 +112,27 @@ def test_sequence_indices_follow_the_layout():
     assert sequence_indices(layout, 5, True, frozenset({"text"})) is None  # cross-attention
 
 
-def test_measure_records_the_merge_error_and_drift(make_pipe):
+@pytest.mark.parametrize("mode", ["output", "kv"])
+def test_measure_records_the_error_against_full_attention(mode, make_pipe):
+    """measure=true records, per layer and cached step, the error of the served attention against
+    full attention with fresh external keys (0 on frozen inputs), and hands the generated tokens
+    what the unmeasured method does."""
     pipe = make_pipe(KONTEXT)
-    acc = AcceleratedPipeline.from_pipe(pipe, "block-external:refresh=3,warmup=1,final=1,measure=true")
-    run(acc, KONTEXT, steps=10)
+    spec = f"block-external:refresh=3,warmup=1,final=1,mode={mode}"
+    acc = AcceleratedPipeline.from_pipe(pipe, spec + ",measure=true")
+    measured = run(acc, KONTEXT, steps=10)
     errors, drift = acc.stats.extra["external_error"], acc.stats.extra["external_drift"]
     sites = [site.name for site in acc.adapter.sequence_attention_sites(pipe.transformer)]
     assert set(errors) == set(drift) == set(sites)
-    assert all(0 < e < 1 for values in errors.values() for e in values)
-    frozen = AcceleratedPipeline.from_pipe(
-        acc.remove(), "block-external:refresh=3,warmup=1,final=1,measure=true"
-    )
+    cached_steps = [s for s in range(10) if not acc.method("block-external").config.is_refresh(s, 10)]
+    for values in errors.values():
+        assert [step for step, _ in values] == cached_steps
+        assert all(0 < error < 1 for _, error in values)
+    plain_method = AcceleratedPipeline.from_pipe(acc.remove(), spec)
+    np.testing.assert_allclose(run(plain_method, KONTEXT, steps=10), measured, atol=1e-5)
+    frozen = AcceleratedPipeline.from_pipe(plain_method.remove(), spec + ",measure=true")
     run(frozen, KONTEXT, steps=10, sigmas=[0.7] * 10)
-    assert all(e < 1e-5 for values in frozen.stats.extra["external_error"].values() for e in values)
+    assert all(e < 1e-5 for values in frozen.stats.extra["external_error"].values() for _, e in values)
     assert all(d < 1e-5 for d in frozen.stats.extra["external_drift"].values())
 
 

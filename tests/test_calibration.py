@@ -23,6 +23,7 @@ from ditaccel.calibration import (
     shipped_profile,
 )
 from ditaccel.calibration.planner import pivotal_layers, predicted_error
+from ditaccel.calibration.plots import profile_plots
 from ditaccel.calibration.profile import fingerprint, tensor_path
 from ditaccel.cli import app
 from ditaccel.hooks.block_range import flat_blocks
@@ -397,3 +398,31 @@ def test_calibrate_command_reads_a_prompt_file_and_fails_clearly(tmp_path):
     for bad in ("0", "missing.txt"):
         result = runner.invoke(app, [*args, "--prompts", bad])
         assert result.exit_code == 2 and "prompts" in result.output
+
+
+def test_profiler_records_how_fast_external_tokens_move(make_pipe, tmp_path):
+    """For a Kontext pipeline: per kind (reference, text), steps x layers of the relative change of
+    the external tokens' keys; 0 at step 0, and 0 throughout when every step sees the same inputs."""
+    name = "tiny-random-flux-kontext"
+    pipe = AcceleratedPipeline.from_pipe(make_pipe(name), methods=[])
+    config = ProfilerConfig(max_gap=2, attention_every=2, context_prompts=0)
+    profile = Profiler(pipe, config).profile(_calls(name, (0,), 4), name, steps=4)
+    assert set(profile.external_drift) == {"reference", "text"}
+    for matrix in profile.external_drift.values():
+        values = np.array(matrix)
+        assert values.shape == (4, len(profile.attention_layers))
+        assert np.all(values[0] == 0) and np.all(values[1:] > 0)
+    frozen = [{**call, "sigmas": [0.7] * 4} for call in _calls(name, (0,), 4)]
+    still = Profiler(pipe, config).profile(frozen, name, steps=4)
+    assert np.abs(np.array(still.external_drift["reference"])).max() < 1e-6
+    saved = Profile.load(profile.save(tmp_path / "p.json"))
+    assert saved.external_drift == profile.external_drift
+    assert "external.png" in [p.name for p in profile_plots(profile, tmp_path / "plots")]
+    with pytest.raises(ValueError, match="external_drift"):
+        Profile(**{**_fields(profile), "external_drift": {"video": []}})
+
+
+def _fields(profile: Profile) -> dict:
+    from dataclasses import fields
+
+    return {f.name: getattr(profile, f.name) for f in fields(profile) if f.name != "tensors"}

@@ -2,7 +2,9 @@
 
 ``change.png``: the step x block heatmap of residual change with its spread across prompts;
 ``attention.png``: per-layer attention density (and context sensitivity, where measured);
-``plan.png``: the stored cache plans drawn on the heatmap (served blocks marked).
+``plan.png``: the stored cache plans drawn on the heatmap (served blocks marked);
+``external.png``: how fast the keys of external tokens (reference image, text) move, per layer
+and step, which is what ``block-external``'s refresh interval trades against.
 """
 
 from __future__ import annotations
@@ -104,6 +106,28 @@ def plan_figure(profile: Profile, path: Path) -> Path | None:
     return path
 
 
+def external_figure(profile: Profile, path: Path) -> Path | None:
+    if not profile.external_drift:
+        return None
+    kinds = list(profile.external_drift)
+    fig, axes = plt.subplots(
+        1, len(kinds), figsize=(6 * len(kinds), 3.8), constrained_layout=True, squeeze=False
+    )
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        values = np.asarray(profile.external_drift[kind])
+        image = ax.imshow(values.T, aspect="auto", origin="lower", cmap="magma", interpolation="nearest")
+        ax.set_yticks(
+            range(len(profile.attention_layers)), [_short(n) for n in profile.attention_layers], fontsize=7
+        )
+        ax.set_xlabel("step")
+        ax.set_title(f"{kind} tokens: key change vs previous step", fontsize=10)
+        plt.colorbar(image, ax=ax, label="relative L1")
+    fig.suptitle(f"{profile.model}: drift of the external tokens (block-external)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def profile_plots(profile: Profile, folder: str | Path) -> list[Path]:
     """Write the figures into ``folder``; return their paths."""
     folder = Path(folder)
@@ -114,4 +138,7 @@ def profile_plots(profile: Profile, folder: str | Path) -> list[Path]:
     plan = plan_figure(profile, folder / "plan.png")
     if plan is not None:
         paths.append(plan)
+    external = external_figure(profile, folder / "external.png")
+    if external is not None:
+        paths.append(external)
     return paths

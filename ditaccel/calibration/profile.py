@@ -7,7 +7,8 @@ the previous step, mean over prompts), ``attention`` (per attention layer: the k
 ``fingerprint`` (of the transformer's config, so a profile of another model is refused),
 ``block_change_cv`` (spread across prompts), ``attention_by_head``, ``block_gflops`` /
 ``forward_gflops`` (counted), ``sigmas`` (the noise schedule profiled), ``context_sensitivity``
-(per layer: output change when reference tokens are dropped there).
+(per layer: output change when reference tokens are dropped there), ``external_drift`` (per kind
+of external token, steps x attention layers: how fast their keys move, for ``block-external``).
 
 The planner's large tensors (``reuse_error``: the forecast error of serving a block from its
 residuals ``gap`` steps back, per step and gap, for Taylor orders 0 and 1) live in a
@@ -57,6 +58,9 @@ class Profile:
     sigmas: list[float] = field(default_factory=list)
     context_layers: list[str] = field(default_factory=list)
     context_sensitivity: list[float] = field(default_factory=list)
+    # kind ("reference", "text") -> steps x attention layers: relative L1 change of the external
+    # tokens' keys since the previous step (mean over prompts; step 0: 0), for block-external
+    external_drift: dict[str, list[list[float]]] = field(default_factory=dict)
     plans: dict[str, Any] = field(default_factory=dict)
     version: int = VERSION
     # planner tensors, kept in the .safetensors sidecar (not in the JSON)
@@ -93,6 +97,13 @@ class Profile:
             fail(f"{len(self.sigmas)} sigmas for {self.steps} steps")
         if len(self.context_sensitivity) != len(self.context_layers):
             fail("context_sensitivity must give one value per context layer")
+        for kind, matrix in self.external_drift.items():
+            if kind not in ("reference", "text"):
+                fail(f"external_drift is kept for 'reference' and 'text' tokens, not {kind!r}")
+            if len(matrix) != self.steps or any(len(row) != len(self.attention_layers) for row in matrix):
+                fail(
+                    f"external_drift[{kind!r}] must be {self.steps} steps x {len(self.attention_layers)} layers"
+                )
         for name, tensor in self.tensors.items():
             if name not in ERROR_TENSORS:
                 fail(f"unknown tensor {name!r}")

@@ -32,6 +32,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from tqdm.auto import tqdm
 
 from ..attention import sdpa_route
+from ..attention.external import EXTERNAL_KINDS, sequence_indices
 from ..hooks.block_range import flat_blocks
 from ..metrics.flops import count_flops, discount_flops
 from .context_sensitivity import context_sensitivity, relative_l1
@@ -149,6 +150,8 @@ class Profiler:
         self.changes: dict[tuple[int, int], list[float]] = defaultdict(list)
         self.errors = _ErrorSums(len(self.blocks), steps, self.config.max_gap)
         self.token_index: torch.Tensor | None = None
+        self.external_previous: dict[tuple, torch.Tensor] = {}
+        self.external_changes: dict[tuple[str, int, str], list[float]] = defaultdict(list)
 
     def record(self, info, index: int, residual: torch.Tensor, output: torch.Tensor) -> None:
         """One block ran at ``info.step``: update its change and reuse errors."""
@@ -193,7 +196,9 @@ class Profiler:
             del history[old]
 
     # --- hooks --------------------------------------------------------------------------------------
-    def _attention_handler(self, name: str):
+    def _attention_handler(self, site):
+        name = site.name
+
         def handler(q, k, v, scale):
             info = self.context.current
             if info is not None and info.step % self.config.attention_every == 0:
@@ -201,9 +206,32 @@ class Profiler:
                 density = key_density(q, k, rows.to(q.device), scale, self.config.mass)
                 discount_flops(2 * q.shape[0] * q.shape[1] * len(rows) * k.shape[2] * q.shape[3])
                 self.densities[name].append(density.mean(0).cpu())
+            if info is not None:
+                self._external_drift(info, site, q, k)
             return None  # attention itself runs as usual
 
         return handler
+
+    def _external_drift(self, info, site, q, k) -> None:
+        """How far a sample of each kind of external tokens' keys moved since the previous step."""
+        text_first = site.text_first if site.text_first is not None else True
+        for kind in EXTERNAL_KINDS:
+            indices = sequence_indices(info.layout, q.shape[2], text_first, frozenset({kind}),
+                                       self.pipe.adapter.text_rows_kept)  # fmt: skip
+            if indices is None or indices[1].numel() == 0:
+                continue
+            external = indices[1]
+            pick = external[:: max(1, external.numel() // self.config.sketch_tokens)][
+                : self.config.sketch_tokens
+            ]
+            sketch = k[:, :, pick.to(k.device)].float().cpu()
+            key = (info.branch, site.name, kind)
+            previous = self.external_previous.get(key)
+            if previous is not None and previous.shape == sketch.shape and info.step < self.steps:
+                self.external_changes[(kind, info.step, site.name)].append(
+                    relative_l1(sketch, previous, previous)
+                )
+            self.external_previous[key] = sketch
 
     def attach(self) -> None:
         self.densities: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -212,7 +240,7 @@ class Profiler:
                 _BlockProbe(self, index), _HOOK
             )
         for site in self.sites:
-            sdpa_route.attach(site.module, _HOOK, self._attention_handler(site.name))
+            sdpa_route.attach(site.module, _HOOK, self._attention_handler(site))
 
     def detach(self) -> None:
         for block in self.blocks:
@@ -229,6 +257,7 @@ class Profiler:
         bar = None if progress is not None else tqdm(total=len(calls), desc="calibrating", unit="prompt")
         tick = progress or (lambda _d: bar.update(1))
         per_prompt, order0, order1 = [], [], []
+        drift_sums: dict[str, dict[tuple[int, str], list[float]]] = defaultdict(lambda: defaultdict(list))
         forward_flops = 0.0
         self.block_flops = [None] * len(self.blocks)  # counted again: sizes may differ from a last run
         self.saw_reference = False
@@ -249,6 +278,8 @@ class Profiler:
                 e0, e1 = self.errors.means()
                 order0.append(e0)
                 order1.append(e1)
+                for (kind, step, layer), values in self.external_changes.items():
+                    drift_sums[kind][(step, layer)].append(float(np.mean(values)))
                 tick("calibrating")
             context_layers, sensitivity = [], []
             self.detach()
@@ -267,6 +298,13 @@ class Profiler:
         mean = stack.mean(0)
         cv = np.where(mean > 0, stack.std(0) / np.where(mean > 0, mean, 1.0), 0.0)
         layers = [s.name for s in self.sites if self.densities[s.name]]
+        external_drift = {
+            kind: [
+                [round(float(np.mean(by.get((t, layer), [0.0]))), 6) for layer in layers]
+                for t in range(steps)
+            ]
+            for kind, by in drift_sums.items()
+        }
         by_head = [torch.stack(self.densities[name]).mean(0).tolist() for name in layers]
         sigmas = getattr(self.pipe.pipeline.scheduler, "sigmas", None)
         sigma_list = [round(float(s), 6) for s in sigmas.tolist()] if sigmas is not None else []
@@ -288,6 +326,7 @@ class Profiler:
             sigmas=sigma_list if len(sigma_list) >= steps else [],
             context_layers=context_layers,
             context_sensitivity=sensitivity,
+            external_drift=external_drift,
             tensors={
                 "reuse_error_order0": torch.stack(order0).nanmean(0).float(),
                 "reuse_error_order1": torch.stack(order1).nanmean(0).float(),

@@ -32,6 +32,7 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from ..attention import sdpa_route
+from ..attention.external import sequence_indices
 from ..hooks.context import DenoiseContext
 from ..kernels.attention import attention_with_lse, merge_attention
 from ..pipelines import Adapter, TokenLayout
@@ -49,9 +50,11 @@ class BlockExternalConfig(MethodConfig):
     from one refresh (a full step that renews the cache) to the next (1: every step in full).
     ``mode``: ``output`` reuses the external partial attention output and LSE, ``kv`` attends the
     cached external keys / values afresh. ``warmup`` / ``final``: first / last steps always run in
-    full. ``measure``: on cached steps, also record each layer's relative error against attention
-    over the cached external keys / values with the current queries (``mode=output``; costs that
-    attention), into ``pipe.stats.extra["external_error"]``."""
+    full. ``measure`` (a diagnostic, not a speed-up): cached steps still compute the external rows,
+    serve every internal query the cached external part as usual, and record per layer the
+    relative error of that attention output against full attention with the fresh external keys
+    (``pipe.stats.extra["external_error"]``: layer -> [[step, error], ...]); the generated tokens
+    get what an unmeasured cached step gives them."""
 
     method = "block-external"
     external: Literal["reference", "text", "reference+text"] = "reference"
@@ -89,7 +92,7 @@ class _Site:
 
     internal: torch.Tensor  # indices of the internal tokens in the full sequence, in order
     external: torch.Tensor  # indices of the external tokens
-    keys: tuple[torch.Tensor, torch.Tensor] | None = None  # mode=kv (and measure): external K, V
+    keys: tuple[torch.Tensor, torch.Tensor] | None = None  # mode=kv: external K, V
     partial: tuple[torch.Tensor, torch.Tensor] | None = (
         None  # mode=output: (O_ext, L_ext) of internal queries
     )
@@ -107,30 +110,6 @@ class _State:
 
 def _relative(new: torch.Tensor, old: torch.Tensor) -> float:
     return float((new.float() - old.float()).abs().mean() / old.float().abs().mean().clamp_min(1e-12))
-
-
-def sequence_indices(
-    layout: TokenLayout, length: int, text_first: bool, kinds: frozenset[str], text_kept: int = 0
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(internal, external) token indices of an attention sequence of ``length`` tokens under
-    ``layout``: the image stream, with the text before (``text_first``) or after it when the
-    sequence holds the text (its first ``text_kept`` tokens stay internal). None when the sequence
-    is neither (e.g. cross-attention)."""
-    stream = layout.image_stream
-    if length == stream + layout.text and layout.text_in_sequence:
-        text_at = 0 if text_first else stream
-        image_at = layout.text if text_first else 0
-    elif length == stream:
-        text_at, image_at = None, 0
-    else:
-        return None
-    external = torch.zeros(length, dtype=torch.bool)
-    if "reference" in kinds:
-        start = image_at + layout.image
-        external[start : start + layout.reference] = True
-    if "text" in kinds and text_at is not None:
-        external[text_at + text_kept : text_at + layout.text] = True
-    return (~external).nonzero().flatten(), external.nonzero().flatten()
 
 
 class _TransformerHook(ModelHook):
@@ -151,14 +130,19 @@ class _TransformerHook(ModelHook):
         state = context.state(_KEY, _State)
         cached = state.ready and not context.pinned and not config.is_refresh(info.step, info.total)
         if not cached:
+            following_cached = not config.is_refresh(info.step + 1, info.total)
+            if state.ready and not following_cached:
+                return self.fn_ref.original_forward(*args, **kwargs)  # nothing to keep: plain
             method.phase = "store"
-            method.begin_store(following_cached=not config.is_refresh(info.step + 1, info.total))
+            method.begin_store(following_cached)
             output = self.fn_ref.original_forward(*args, **kwargs)
             method.end_store(state)
             return output
         method.phase = "cached"
         extra = context.stats.extra
         extra["external_cached_forwards"] = extra.get("external_cached_forwards", 0) + 1
+        if config.measure:
+            return self.fn_ref.original_forward(*args, **kwargs)
         with method.without_external(module, info.layout, args, kwargs) as (sub_args, sub_kwargs):
             context.rows = _KEY
             try:
@@ -299,7 +283,7 @@ class BlockExternal(Method):
         if self.config.mode == "output" and not self._following_cached and old is not None:
             return  # no cached step before the next refresh: keep the partial, skip its cost
         entry = _Site(internal, external)
-        if self.config.mode == "kv" or self.config.measure:
+        if self.config.mode == "kv":
             entry.keys = (k[:, :, external], v[:, :, external])
         if self.config.mode == "output":
             entry.partial = attention_with_lse(q[:, :, internal], k[:, :, external], v[:, :, external], scale)
@@ -317,26 +301,39 @@ class BlockExternal(Method):
         if site.name in state.plain:
             return None  # a layer without external tokens in its sequence (e.g. image-only attention)
         entry = state.sites[site.name]
+        if self.config.measure:
+            return self._measured(entry, site, q, k, v, scale)
         if q.shape[2] != entry.internal.numel():
             raise RuntimeError(
                 f"block-external: {site.name} got {q.shape[2]} tokens on a cached step, expected "
                 f"{entry.internal.numel()} (the call's layout changed inside a step)"
             )
+        return self._cached_attention(entry, q, k, v, scale)
+
+    def _cached_attention(self, entry: _Site, q, k, v, scale) -> torch.Tensor:
+        """Internal queries over fresh internal keys merged with the cached external part."""
         if self.config.mode == "kv":
             ek, ev = entry.keys
             return torch.nn.functional.scaled_dot_product_attention(
                 q, torch.cat([k, ek], dim=2), torch.cat([v, ev], dim=2), scale=scale
             )
         fresh, fresh_lse = attention_with_lse(q, k, v, scale)
-        out, _ = merge_attention(fresh, fresh_lse, *entry.partial)
-        if self.config.measure:
-            ek, ev = entry.keys
-            exact = torch.nn.functional.scaled_dot_product_attention(
-                q, torch.cat([k, ek], dim=2), torch.cat([v, ev], dim=2), scale=scale
-            )
-            errors = self.context.stats.extra.setdefault("external_error", {})
-            errors.setdefault(site.name, []).append(_relative(out, exact))
-        return out
+        return merge_attention(fresh, fresh_lse, *entry.partial)[0]
+
+    def _measured(self, entry: _Site, site, q, k, v, scale) -> torch.Tensor:
+        """A cached step that still computes the external rows: the internal queries get the
+        cached external part, and its error against full attention is recorded."""
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        internal = entry.internal
+        full = sdpa(q, k, v, scale=scale)
+        qi, ki, vi = q[:, :, internal], k[:, :, internal], v[:, :, internal]
+        served = self._cached_attention(entry, qi, ki, vi, scale)
+        errors = self.context.stats.extra.setdefault("external_error", {})
+        errors.setdefault(site.name, []).append(
+            [self.context.current.step, _relative(served, full[:, :, internal])]
+        )
+        full[:, :, internal] = served
+        return full
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     def apply(self, context: DenoiseContext) -> None:
