@@ -18,7 +18,7 @@ from ditaccel.methods import available_methods
 from ditaccel.testing import example_call, tiny_pipeline
 
 KONTEXT, FLUX = "tiny-random-flux-kontext", "tiny-random-flux"
-FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _counting(pipe) -> list:
@@ -161,6 +161,8 @@ SPECS = [
         "adaptive-cache:threshold=0.5,order=1",
         "sparse-attention:density=0.5,block=16,dense_steps=0,dense_layers=0",
         "block-external:external=text,refresh=2,warmup=1",
+        "peer-fbcache:threshold=0.5",
+        "peer-taylorseer:cache_interval=2",
     )
     if spec.split(":")[0] in available_methods()
 ]
