@@ -44,6 +44,8 @@ class CallStats:
     flops_saved_est: float | None = None
     wall_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # per method state (its owner key): the most bytes of tensors it held after any forward
+    cache_peak_bytes: dict[str, int] = field(default_factory=dict)
     # per attention layer: [blocks visited, blocks of dense attention], summed over its calls;
     # visited counts may be device tensors (no host sync in the loop), read when reported
     attention_blocks: dict[str, list] = field(default_factory=dict)
@@ -132,6 +134,8 @@ class CallStats:
                 else {}
             ),
             "flops_saved_est": self.flops_saved_est,
+            "cache_peak_bytes": sum(self.cache_peak_bytes.values()),
+            **({"cache_peak_bytes_by_owner": dict(self.cache_peak_bytes)} if self.cache_peak_bytes else {}),
             "wall_s": self.wall_s,
             **self.extra,
         }

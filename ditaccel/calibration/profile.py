@@ -39,6 +39,16 @@ def fingerprint(config: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_NUMBER = (int, float)
+# JSON types of the fields, checked before anything reads them (a hand-edited file must fail clearly)
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model": str, "pipeline": str, "steps": int, "prompts": int, "blocks": list, "block_change": list,
+    "block_change_cv": list, "fingerprint": str, "attention_layers": list, "attention": list,
+    "attention_by_head": list, "mass": _NUMBER, "block_gflops": list, "forward_gflops": _NUMBER,
+    "sigmas": list, "context_layers": list, "context_sensitivity": list, "plans": dict, "version": int,
+}  # fmt: skip
+
+
 @dataclass
 class Profile:
     model: str
@@ -73,6 +83,14 @@ class Profile:
         def fail(why: str) -> None:
             raise ValueError(f"invalid calibration profile: {why}")
 
+        for name, kinds in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                wanted = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+                fail(f"{name} must be {wanted}, got {type(value).__name__}")
+        for name in ("block_change", "block_change_cv", "attention_by_head"):
+            if any(not isinstance(row, list) for row in getattr(self, name)):
+                fail(f"{name} must be a list of lists")
         if self.version != VERSION:
             fail(f"version {self.version}, this ditaccel reads version {VERSION}")
         if self.steps < 1 or self.prompts < 1:

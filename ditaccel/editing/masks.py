@@ -17,11 +17,16 @@ from skimage.filters import sobel
 
 def single_image(image, name: str = "image"):
     """The one image of a call's ``image`` / ``mask_image`` argument (a PIL image, an array or a
-    tensor, alone or as the only item of a list); None for none. ValueError for several."""
+    tensor, alone or as the only item of a list); None for none. ValueError for several, TypeError
+    for anything else."""
     if isinstance(image, (list, tuple)):
         if len(image) != 1:
             raise ValueError(f"region edits take one {name} per call, got {len(image)}")
         image = image[0]
+    if image is not None and not isinstance(image, (Image.Image, np.ndarray, torch.Tensor)):
+        raise TypeError(
+            f"{name} must be a PIL image, a numpy array or a torch tensor, got {type(image).__name__}"
+        )
     if isinstance(image, (np.ndarray, torch.Tensor)):
         while image.ndim > 2 and image.shape[0] == 1 and not (image.ndim == 3 and image.shape[-1] in (3, 4)):
             image = image[0]  # leading batch / channel axes of size 1

@@ -107,6 +107,11 @@ class DenoiseContext:
         return self.current
 
     def exit_forward(self) -> None:
+        """The forward is over: note the bytes the methods' state holds now (peak per owner)."""
+        if self._states:
+            peak = self.stats.cache_peak_bytes
+            for owner, held in state_bytes(self._states).items():
+                peak[owner] = max(peak.get(owner, 0), held)
         self.current = None
 
     def _locate_step(self, scheduler, denoiser, args, kwargs) -> tuple[int, int]:
@@ -140,3 +145,30 @@ class DenoiseContext:
             held = (info.signature, factory())
             self._states[key] = held
         return held[1]
+
+
+def state_bytes(states: dict[tuple, tuple[tuple, Any]]) -> dict[str, int]:
+    """Bytes of the tensors each owner's state holds (a storage shared by two tensors counts once)."""
+    seen: set[int] = set()
+    totals: dict[str, int] = {}
+
+    def walk(obj: Any, depth: int = 0) -> int:
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            key = storage.data_ptr()
+            if key in seen or storage.nbytes() == 0:
+                return 0
+            seen.add(key)
+            return storage.nbytes()
+        if depth > 6 or isinstance(obj, (str, bytes, int, float, bool, type(None))):
+            return 0
+        if isinstance(obj, dict):
+            return sum(walk(v, depth + 1) for v in obj.values())
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            return sum(walk(v, depth + 1) for v in obj)
+        fields = getattr(obj, "__dict__", None)
+        return sum(walk(v, depth + 1) for v in fields.values()) if fields else 0
+
+    for (owner, *_), (_, value) in states.items():
+        totals[owner] = totals.get(owner, 0) + walk(value)
+    return totals

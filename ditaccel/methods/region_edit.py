@@ -335,8 +335,8 @@ class RegionEdit(Method):
         try:
             mask = single_image(mask, "mask_image")
             pixels = mask_pixels(mask, image_size(image))  # size and emptiness, before compute
-        except ValueError as exc:
-            raise ValueError(f"region-edit: {exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"region-edit: {exc}") from None
         arguments["mask_image"] = mask
         self._pixels, self._source = pixels, grey(image)
 
