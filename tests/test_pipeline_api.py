@@ -86,3 +86,24 @@ def test_stats_describe_the_call(make_pipe):
     assert stats.to_dict()["steps_computed"] == 2
     text = str(stats)
     assert "QwenImagePipeline" in text and "forwards" in text
+
+
+def test_the_wrapper_passes_for_the_pipeline_it_wraps():
+    """Code that type-checks pipelines or filters call arguments by signature accepts the wrapper;
+    a pipeline without a transformer (prompt encoding only) is refused with a clear message."""
+    import inspect
+
+    from diffusers import DiffusionPipeline, FluxPipeline
+
+    from ditaccel.testing import tiny_pipeline
+
+    pipe = tiny_pipeline("tiny-random-flux")
+    acc = AcceleratedPipeline.from_pipe(pipe, methods="deepcache")
+    assert isinstance(acc, FluxPipeline) and isinstance(acc, DiffusionPipeline)
+    assert isinstance(acc, AcceleratedPipeline) and type(acc) is AcceleratedPipeline
+    assert inspect.signature(acc.__call__) == inspect.signature(pipe.__call__)
+    assert "num_inference_steps" in inspect.signature(acc.__call__).parameters
+    encoder_only = tiny_pipeline("tiny-random-flux")
+    encoder_only.transformer = None
+    with pytest.raises(ValueError, match="transformer=None"):
+        AcceleratedPipeline.from_pipe(encoder_only, methods=[])
