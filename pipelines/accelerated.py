@@ -8,6 +8,7 @@ never on classes, and ``remove()`` takes them all off again.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import time
@@ -32,12 +33,18 @@ class ModelNotFoundError(OSError):
 class AcceleratedPipeline:
     """A diffusers DiT pipeline accelerated by ``methods`` (names, spec strings or configs)."""
 
-    _OWN = frozenset({"pipeline", "adapter", "methods", "context", "_method_objects"})
+    _OWN = frozenset({"pipeline", "adapter", "methods", "context", "_method_objects", "__call__"})
 
     def __init__(self, pipeline: Any, methods: MethodsArg = None) -> None:
         if not hasattr(pipeline, "components") or not callable(pipeline):
             raise TypeError(f"expected a diffusers pipeline, got {type(pipeline).__name__}")
         adapter = adapter_for(pipeline)
+        missing = [name for name in ("transformer",) if getattr(pipeline, name, None) is None]
+        if missing:
+            raise ValueError(
+                f"this {type(pipeline).__name__} was built with {missing[0]}=None (e.g. to encode prompts "
+                "only): there is no denoiser to accelerate; call it unwrapped"
+            )
         step_tracker.ensure_unwrapped(adapter.denoisers())
         configs = resolve_methods(methods)
         method_objects: list[Method] = [method_class(c.method)(c) for c in configs]
@@ -51,6 +58,12 @@ class AcceleratedPipeline:
         object.__setattr__(self, "methods", tuple(configs))
         object.__setattr__(self, "context", context)
         object.__setattr__(self, "_method_objects", method_objects)
+        # inspect.signature(pipe.__call__) shows the wrapped pipeline's parameters (code that
+        # filters call arguments by signature works); calling still goes through the class's
+        # __call__ (an instance attribute does not change what pipe(...) runs)
+        call = functools.partial(AcceleratedPipeline._call, self)
+        call.__signature__ = inspect.signature(pipeline.__call__)  # the bound signature: no self
+        object.__setattr__(self, "__call__", call)
         applied: list[Method] = []
         try:
             # inner methods first: their hooks then sit inside the others' (see Method.inner)
@@ -80,8 +93,18 @@ class AcceleratedPipeline:
         """
         return cls(load_pipeline(model, pipeline_class=pipeline_class, **kwargs), methods)
 
+    # --- identity ----------------------------------------------------------------------------------
+    @property
+    def __class__(self):  # noqa: D105 - isinstance(pipe, FluxPipeline / DiffusionPipeline) holds
+        """The wrapped pipeline's class, so libraries that type-check pipelines accept the wrapper
+        (``type(pipe)`` is still ``AcceleratedPipeline``)."""
+        return type(self.pipeline)
+
     # --- calling ---------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(*args, **kwargs)
+
+    def _call(self, *args: Any, **kwargs: Any) -> Any:
         accepted = set(inspect.signature(self.pipeline.__call__).parameters)
         arguments = {}
         for method in self._method_objects:

@@ -86,3 +86,49 @@ def test_stats_describe_the_call(make_pipe):
     assert stats.to_dict()["steps_computed"] == 2
     text = str(stats)
     assert "QwenImagePipeline" in text and "forwards" in text
+
+
+def test_the_wrapper_passes_for_the_pipeline_it_wraps():
+    """Code that type-checks pipelines or filters call arguments by signature accepts the wrapper;
+    a pipeline without a transformer (prompt encoding only) is refused with a clear message."""
+    import inspect
+
+    from diffusers import DiffusionPipeline, FluxPipeline
+
+    from ditaccel.testing import tiny_pipeline
+
+    pipe = tiny_pipeline("tiny-random-flux")
+    acc = AcceleratedPipeline.from_pipe(pipe, methods="deepcache")
+    assert isinstance(acc, FluxPipeline) and isinstance(acc, DiffusionPipeline)
+    assert isinstance(acc, AcceleratedPipeline) and type(acc) is AcceleratedPipeline
+    assert inspect.signature(acc.__call__) == inspect.signature(pipe.__call__)
+    assert "num_inference_steps" in inspect.signature(acc.__call__).parameters
+    encoder_only = tiny_pipeline("tiny-random-flux")
+    encoder_only.transformer = None
+    with pytest.raises(ValueError, match="transformer=None"):
+        AcceleratedPipeline.from_pipe(encoder_only, methods=[])
+
+
+@pytest.mark.parametrize(
+    "spec", ["deepcache:interval=2", "sparse-attention:density=0.5,block=16,dense_steps=0"]
+)
+def test_a_pipeline_sharing_the_transformer_runs_plain(spec):
+    """A second pipeline built from a wrapped one's components shares its transformer (and its
+    hooks): its calls compute exactly what it computes alone, and the wrapper's are unchanged."""
+    import numpy as np
+    from conftest import run
+    from diffusers import FluxPipeline
+
+    from ditaccel.testing import tiny_pipeline
+
+    name = "tiny-random-flux"
+    pipe = tiny_pipeline(name)
+    pipe.set_progress_bar_config(disable=True)
+    other = FluxPipeline(**pipe.components)
+    other.set_progress_bar_config(disable=True)
+    other_alone = run(other, name, steps=4, seed=3)
+    acc = AcceleratedPipeline.from_pipe(pipe, methods=spec)
+    accelerated = run(acc, name, steps=4)
+    assert np.array_equal(run(other, name, steps=4, seed=3), other_alone)
+    assert np.array_equal(run(acc, name, steps=4), accelerated)
+    assert acc.stats.forwards == 4  # the other pipeline's forwards were not counted as the wrapper's

@@ -6,6 +6,7 @@ It changes no argument and no output. Being stateful, it also receives the pipel
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -33,6 +34,11 @@ class StepTrackerHook(ModelHook):
         self.cache_context = StateManager(_NoState)
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
+        if _calling_pipeline() not in (None, self.context.pipeline):
+            # another pipeline object sharing this transformer (Pipeline(**pipe.components),
+            # from_pipe): its forwards run plain, the methods see no step and touch nothing
+            self.context.current = None
+            return args, kwargs
         named = self.cache_context._context
         self.context.enter_forward(self.denoiser_index, module, args, kwargs, named.name if named else "")
         return args, kwargs
@@ -44,6 +50,19 @@ class StepTrackerHook(ModelHook):
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.context.exit_forward()
         return module
+
+
+def _calling_pipeline() -> Any:
+    """The diffusers pipeline whose ``__call__`` this forward runs in (the innermost), or None when
+    no pipeline call is on the stack (a transformer called directly)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_name == "__call__":
+            owner = frame.f_locals.get("self")
+            if owner is not None and hasattr(type(owner), "components") and hasattr(owner, "scheduler"):
+                return owner
+        frame = frame.f_back
+    return None
 
 
 def ensure_unwrapped(denoisers: list[torch.nn.Module]) -> None:
