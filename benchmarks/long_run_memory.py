@@ -20,10 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_reliability import LONG_RUN_CALLS, METHODS, _varied_call  # noqa: E402
 
 from ditaccel import AcceleratedPipeline  # noqa: E402
-from ditaccel.calibration import plan_all  # noqa: E402
-from ditaccel.calibration.profile import Profile, fingerprint  # noqa: E402
-from ditaccel.hooks.block_range import flat_blocks  # noqa: E402
-from ditaccel.testing import tiny_pipeline  # noqa: E402
+from ditaccel.testing import synthetic_profile, tiny_pipeline  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -38,20 +35,8 @@ def rss_mib() -> float:
 
 
 def tiny_profile(folder: Path) -> Path:
-    pipe = tiny_pipeline("tiny-random-flux")
-    probe = AcceleratedPipeline.from_pipe(pipe, methods=[])
-    denoiser = probe.adapter.denoisers()[0]
-    blocks = [b.name for b in flat_blocks(probe.adapter, denoiser)]
-    g = torch.Generator().manual_seed(0)
-    profile = Profile(
-        model="tiny", pipeline="FluxPipeline", steps=4, prompts=1, blocks=blocks,
-        block_change=[[0.0] * len(blocks)] + [[0.1] * len(blocks)] * 3, block_change_cv=[[0.0] * len(blocks)] * 4,
-        fingerprint=fingerprint(denoiser.config), block_gflops=[1.0] * len(blocks), forward_gflops=len(blocks),
-        tensors={"reuse_error_order0": torch.rand(len(blocks), 4, 3, generator=g),
-                 "reuse_error_order1": torch.rand(len(blocks), 4, 3, 3, generator=g)},
-    )  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
-    return plan_all(profile).save(folder / "tiny_profile.json")
+    return synthetic_profile(tiny_pipeline("tiny-random-flux")).save(folder / "tiny_profile.json")
 
 
 def main() -> None:

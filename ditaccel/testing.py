@@ -97,7 +97,7 @@ from transformers import (
 
 from ditaccel.tokenizers import byte_level_tokenizer
 
-__all__ = ["TINY_MODELS", "example_call", "tiny_pipeline"]
+__all__ = ["TINY_MODELS", "example_call", "synthetic_profile", "tiny_pipeline"]
 
 TINY_MODELS: tuple[str, ...] = (
     "tiny-random-flux",
@@ -734,3 +734,27 @@ def example_call(name: str, *, steps: int = 2, seed: int = 0, **overrides: Any) 
     }
     kwargs.update(overrides)
     return kwargs
+
+
+def synthetic_profile(pipeline: Any, steps: int = 4, seed: int = 0, **fields: Any):
+    """A calibration profile of ``pipeline``'s own block layout with made-up numbers (uniform
+    change, random reuse errors from ``seed``), its plans made: for tests of what reads profiles.
+    ``fields`` replace any of the profile's fields (e.g. attention layers, or ``tensors={}``)."""
+    from .calibration import plan_all
+    from .calibration.profile import Profile, fingerprint
+    from .hooks.block_range import flat_blocks
+    from .pipelines import adapter_for
+
+    adapter = adapter_for(pipeline)
+    denoiser = adapter.denoisers()[0]
+    blocks = [block.name for block in flat_blocks(adapter, denoiser)]
+    n = len(blocks)
+    generator = torch.Generator().manual_seed(seed)
+    values: dict[str, Any] = dict(
+        model="tiny", pipeline=type(pipeline).__name__, steps=steps, prompts=1, blocks=blocks,
+        block_change=[[0.0] * n] + [[0.1] * n] * (steps - 1), block_change_cv=[[0.0] * n] * steps,
+        fingerprint=fingerprint(denoiser.config), block_gflops=[1.0] * n, forward_gflops=float(n),
+        tensors={"reuse_error_order0": torch.rand(n, steps, 3, generator=generator),
+                 "reuse_error_order1": torch.rand(n, steps, 3, 3, generator=generator)},
+    )  # fmt: skip
+    return plan_all(Profile(**{**values, **fields}))

@@ -39,10 +39,9 @@ class AcceleratedPipeline:
         if not hasattr(pipeline, "components") or not callable(pipeline):
             raise TypeError(f"expected a diffusers pipeline, got {type(pipeline).__name__}")
         adapter = adapter_for(pipeline)
-        missing = [name for name in ("transformer",) if getattr(pipeline, name, None) is None]
-        if missing:
+        if getattr(pipeline, "transformer", None) is None:
             raise ValueError(
-                f"this {type(pipeline).__name__} was built with {missing[0]}=None (e.g. to encode prompts "
+                f"this {type(pipeline).__name__} was built with transformer=None (e.g. to encode prompts "
                 "only): there is no denoiser to accelerate; call it unwrapped"
             )
         step_tracker.ensure_unwrapped(adapter.denoisers())

@@ -11,11 +11,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ditaccel import AcceleratedPipeline
-from ditaccel.calibration import plan_all
-from ditaccel.calibration.profile import Profile, fingerprint
-from ditaccel.hooks.block_range import flat_blocks
 from ditaccel.methods import available_methods
-from ditaccel.testing import example_call, tiny_pipeline
+from ditaccel.testing import example_call, synthetic_profile, tiny_pipeline
 
 KONTEXT, FLUX = "tiny-random-flux-kontext", "tiny-random-flux"
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -94,17 +91,11 @@ def test_region_edit_refuses_what_is_no_mask(kontext_mask_pipe, bad):
 # --- profile files ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def profile_text(tmp_path_factory) -> str:
-    pipe = tiny_pipeline(FLUX)
-    probe = AcceleratedPipeline.from_pipe(pipe, methods=[])
-    denoiser = probe.adapter.denoisers()[0]
-    blocks = [b.name for b in flat_blocks(probe.adapter, denoiser)]
-    profile = Profile(
-        model="tiny", pipeline="FluxPipeline", steps=4, prompts=1, blocks=blocks,
-        block_change=[[0.0] * len(blocks)] + [[0.1] * len(blocks)] * 3, block_change_cv=[[0.0] * len(blocks)] * 4,
-        fingerprint=fingerprint(denoiser.config), block_gflops=[1.0] * len(blocks), forward_gflops=len(blocks),
-        attention_layers=["transformer_blocks.0.attn"], attention=[0.5], attention_by_head=[[0.5, 0.5]],
+    profile = synthetic_profile(
+        tiny_pipeline(FLUX), tensors={}, forward_gflops=4, attention_layers=["transformer_blocks.0.attn"],
+        attention=[0.5], attention_by_head=[[0.5, 0.5]],
     )  # fmt: skip
-    return plan_all(profile).save(tmp_path_factory.mktemp("p") / "p.json").read_text()
+    return profile.save(tmp_path_factory.mktemp("p") / "p.json").read_text()
 
 
 def _mutations(draw, data: dict) -> tuple[str, str]:

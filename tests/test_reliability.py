@@ -9,10 +9,7 @@ import torch
 from conftest import run
 
 from ditaccel import AcceleratedPipeline
-from ditaccel.calibration import plan_all
-from ditaccel.calibration.profile import Profile, fingerprint
-from ditaccel.hooks.block_range import flat_blocks
-from ditaccel.testing import example_call, tiny_pipeline
+from ditaccel.testing import example_call, synthetic_profile, tiny_pipeline
 
 FLUX, KONTEXT = "tiny-random-flux", "tiny-random-flux-kontext"
 PROMPTS = ("a red circle", "two blue squares on the left", "a green triangle, striped background")
@@ -36,19 +33,7 @@ METHODS = {
 @pytest.fixture(scope="module")
 def tiny_profile(tmp_path_factory):
     """A synthetic calibration profile of tiny-random-flux's block layout (4 steps)."""
-    pipe = tiny_pipeline(FLUX)
-    probe = AcceleratedPipeline.from_pipe(pipe, methods=[])
-    denoiser = probe.adapter.denoisers()[0]
-    blocks = [b.name for b in flat_blocks(probe.adapter, denoiser)]
-    g = torch.Generator().manual_seed(0)
-    profile = Profile(
-        model="tiny", pipeline="FluxPipeline", steps=4, prompts=1, blocks=blocks,
-        block_change=[[0.0] * len(blocks)] + [[0.1] * len(blocks)] * 3, block_change_cv=[[0.0] * len(blocks)] * 4,
-        fingerprint=fingerprint(denoiser.config), block_gflops=[1.0] * len(blocks), forward_gflops=len(blocks),
-        tensors={"reuse_error_order0": torch.rand(len(blocks), 4, 3, generator=g),
-                 "reuse_error_order1": torch.rand(len(blocks), 4, 3, 3, generator=g)},
-    )  # fmt: skip
-    return plan_all(profile).save(tmp_path_factory.mktemp("profile") / "p.json")
+    return synthetic_profile(tiny_pipeline(FLUX)).save(tmp_path_factory.mktemp("profile") / "p.json")
 
 
 def _spec(method: str, profile) -> tuple[str, str]:

@@ -13,10 +13,8 @@ import torch
 from conftest import run
 
 from ditaccel import AcceleratedPipeline
-from ditaccel.calibration import plan_all
-from ditaccel.calibration.profile import Profile, fingerprint
-from ditaccel.hooks.block_range import flat_blocks
 from ditaccel.pipelines import adapter_for
+from ditaccel.testing import synthetic_profile
 
 FROZEN = [0.7] * 8
 TOLERANCE = dict(atol=2e-5, rtol=1e-4)
@@ -76,22 +74,7 @@ def test_step_caches_serve_each_cfg_branch_its_own_residual(make_pipe):
 def test_calibrated_cache_serves_the_plain_block_outputs(make_pipe, tmp_path):
     name = "tiny-random-flux"
     pipe = make_pipe(name)
-    probe = AcceleratedPipeline.from_pipe(pipe, methods=[])
-    denoiser = probe.adapter.denoisers()[0]
-    blocks = [b.name for b in flat_blocks(probe.adapter, denoiser)]
-    probe.remove()
-    steps = len(FROZEN)
-    profile = Profile(
-        model="tiny", pipeline="FluxPipeline", steps=steps, prompts=1, blocks=blocks,
-        block_change=[[0.0] * len(blocks)] + [[0.1] * len(blocks)] * (steps - 1),
-        block_change_cv=[[0.0] * len(blocks)] * steps, fingerprint=fingerprint(denoiser.config),
-        block_gflops=[1.0] * len(blocks), forward_gflops=float(len(blocks)),
-        tensors={
-            "reuse_error_order0": torch.rand(len(blocks), steps, 3, generator=torch.Generator().manual_seed(0)),
-            "reuse_error_order1": torch.rand(len(blocks), steps, 3, 3, generator=torch.Generator().manual_seed(1)),
-        },
-    )  # fmt: skip
-    path = plan_all(profile).save(tmp_path / "p.json")
+    path = synthetic_profile(pipe, steps=len(FROZEN)).save(tmp_path / "p.json")
     for order in (0, 1):
         spec = f"calibrated-cache:profile={path},flops_ratio=0.5,order={order}"
         accelerated = _assert_served_plain(pipe, name, spec)
