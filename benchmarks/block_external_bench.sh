@@ -13,9 +13,11 @@ ditaccel bench --model shapes-flux --task edit --steps 28 --height 128 --width 1
   --methods block-external:refresh=4,mode=kv \
   --methods block-external:refresh=8,warmup=1,mode=kv \
   --methods block-external:refresh=12,warmup=1,final=0,mode=kv \
+  --methods block-external:refresh=12,warmup=1,final=0 \
   --methods block-external:external=reference+text,refresh=4 \
   --methods region-edit:source=estimate,final=1,max_reuse=5 \
-  --methods "region-edit:source=estimate,final=1,max_reuse=5+block-external:refresh=4,warmup=1,mode=kv" \
+  --methods "region-edit:source=estimate,final=1,max_reuse=5+block-external:refresh=12,warmup=1,final=0,mode=kv" \
+  --methods "region-edit:source=estimate,final=1,max_reuse=5+block-external:refresh=12,warmup=1,final=0" \
   "$@" --json docs/block_external_edit.json --plot docs/block_external_edit.png
 ditaccel bench --model shapes-flux --task t2i --steps 28 --height 128 --width 128 \
   --methods block-external:external=text,refresh=4 \

@@ -90,12 +90,32 @@ def attention_with_lse_reference(
     return out, lse
 
 
+def _fused_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether PyTorch's fused CPU attention can serve :func:`attention_with_lse` (not when the
+    references are forced, nor for an empty key set, whose LSE must be ``-inf``)."""
+    return (
+        os.environ.get("DITACCEL_KERNELS", "auto").lower() == "auto"
+        and all(t.device.type == "cpu" for t in (q, k, v))
+        and q.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and q.dtype == k.dtype == v.dtype
+        and k.shape[2] > 0
+    )
+
+
 def attention_with_lse(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense attention with its log-sum-exp: Triton on CUDA, the reference elsewhere."""
+    """Dense attention with its log-sum-exp: Triton on CUDA, PyTorch's fused kernel on CPU, the
+    reference elsewhere."""
     _check(q, k, v)
     if not use_triton(q, k, v):
+        if _fused_cpu(q, k, v):
+            # PyTorch's fused CPU kernel (the one SDPA runs) returns its LSE too; the FLOP
+            # counter knows the op, attention included
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q, k, v, scale=_scale(q, scale)
+            )[:2]
+            return out, lse.float()
         return attention_with_lse_reference(q, k, v, scale)
     from . import attention_triton
 

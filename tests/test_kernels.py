@@ -273,3 +273,30 @@ def test_fused_cpu_path_matches_reference(shape):
     out, lse = block_sparse_attention(q, k, v, mask, return_lse=False)
     assert lse is None
     assert close(out, block_sparse_attention_reference(q, k, v, mask)[0], 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dense_attention_on_cpu_takes_the_fused_kernel_and_matches_reference(dtype, monkeypatch):
+    """attention_with_lse on CPU runs PyTorch's fused kernel (the one SDPA uses): same output and
+    LSE as the reference, on a strided query subset too, counted as attention once."""
+    monkeypatch.delenv("DITACCEL_KERNELS", raising=False)
+    q, k, v = (t.to(dtype) for t in qkv(2, 3, 40, 56, 32, seed=11))
+    sub = q[:, :, 3::2]
+    with count_flops() as count:
+        out, lse = attention_with_lse(sub, k, v, 0.2)
+    ref_out, ref_lse = attention_with_lse_reference(sub, k, v, 0.2)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert out.dtype == dtype and lse.dtype == torch.float32
+    assert close(out.float(), ref_out.float(), tol) and close(lse, ref_lse, 1e-4)
+    assert count.total == count.attention == 4 * 2 * 3 * sub.shape[2] * 56 * 32
+    fused, seen = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, []
+
+    def spy(*args, **kwargs):
+        seen.append(1)
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", spy)
+    attention_with_lse(sub, k, v, 0.2)
+    assert seen == [1]
+    monkeypatch.setenv("DITACCEL_KERNELS", "reference")  # forced references never take it
+    assert close(attention_with_lse(sub, k, v, 0.2)[0].float(), ref_out.float(), tol) and seen == [1]

@@ -3,8 +3,8 @@
 Some tokens of a call condition the result without being generated: the reference image that
 Kontext and Qwen-Image-Edit append to the image stream, and the text tokens every MMDiT carries
 through its blocks. What the generated tokens' queries take from them moves slowly across steps.
-On *refresh* steps (the first ``warmup`` steps, every ``refresh``-th step after, the last
-``final`` steps) the transformer runs in full and every attention layer keeps, per CFG branch,
+On *refresh* steps (the first ``warmup`` steps, every ``refresh``-th step counted from the
+last of them, the last ``final`` steps) the transformer runs in full and every attention layer keeps, per CFG branch,
 what later steps need of the external tokens. On the *cached* steps between, the external tokens
 leave the call (their rows are not projected, attended or sent through the MLPs; positions of the
 others are kept), and in every attention layer each remaining query's attention is the exact LSE
@@ -53,8 +53,9 @@ class BlockExternalConfig(MethodConfig):
     full. ``measure`` (a diagnostic, not a speed-up): cached steps still compute the external rows,
     serve every internal query the cached external part as usual, and record per layer the
     relative error of that attention output against full attention with the fresh external keys
-    (``pipe.stats.extra["external_error"]``: layer -> [[step, error], ...]); the generated tokens
-    get what an unmeasured cached step gives them."""
+    (``pipe.stats.extra["external_error"]``: layer -> [[step, error], ...]) and how much the cached
+    part moved from one refresh to the next (``extra["external_drift"]``: layer -> mean relative
+    change); the generated tokens get what an unmeasured cached step gives them."""
 
     method = "block-external"
     external: Literal["reference", "text", "reference+text"] = "reference"
@@ -83,7 +84,7 @@ class BlockExternalConfig(MethodConfig):
         """Whether ``step`` of ``total`` runs in full and renews the cache."""
         if self.refresh == 1 or step < self.warmup or step >= total - self.final:
             return True
-        return (step - self.warmup) % self.refresh == 0
+        return (step - self.warmup + 1) % self.refresh == 0  # the last warm-up step stores
 
 
 @dataclass
@@ -287,7 +288,7 @@ class BlockExternal(Method):
             entry.keys = (k[:, :, external], v[:, :, external])
         if self.config.mode == "output":
             entry.partial = attention_with_lse(q[:, :, internal], k[:, :, external], v[:, :, external], scale)
-        if old is not None:
+        if self.config.measure and old is not None:
             before = old.partial[0] if old.partial is not None else old.keys[0]
             after = entry.partial[0] if entry.partial is not None else entry.keys[0]
             if before.shape == after.shape:
