@@ -418,8 +418,9 @@ def test_profiler_records_how_fast_external_tokens_move(make_pipe, tmp_path):
     saved = Profile.load(profile.save(tmp_path / "p.json"))
     assert saved.external_drift == profile.external_drift
     assert "external.png" in [p.name for p in profile_plots(profile, tmp_path / "plots")]
-    with pytest.raises(ValueError, match="external_drift"):
-        Profile(**{**_fields(profile), "external_drift": {"video": []}})
+    for bad in ({"video": []}, "text", {"reference": "text"}, {"reference": [1.0]}):  # (a hand-edited file)
+        with pytest.raises(ValueError, match="external_drift"):
+            Profile(**{**_fields(profile), "external_drift": bad})
 
 
 def _fields(profile: Profile) -> dict:

@@ -45,7 +45,8 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "model": str, "pipeline": str, "steps": int, "prompts": int, "blocks": list, "block_change": list,
     "block_change_cv": list, "fingerprint": str, "attention_layers": list, "attention": list,
     "attention_by_head": list, "mass": _NUMBER, "block_gflops": list, "forward_gflops": _NUMBER,
-    "sigmas": list, "context_layers": list, "context_sensitivity": list, "plans": dict, "version": int,
+    "sigmas": list, "context_layers": list, "context_sensitivity": list, "external_drift": dict,
+    "plans": dict, "version": int,
 }  # fmt: skip
 
 
@@ -118,6 +119,8 @@ class Profile:
         for kind, matrix in self.external_drift.items():
             if kind not in ("reference", "text"):
                 fail(f"external_drift is kept for 'reference' and 'text' tokens, not {kind!r}")
+            if not isinstance(matrix, list) or any(not isinstance(row, list) for row in matrix):
+                fail(f"external_drift[{kind!r}] must be a list of lists")
             if len(matrix) != self.steps or any(len(row) != len(self.attention_layers) for row in matrix):
                 fail(
                     f"external_drift[{kind!r}] must be {self.steps} steps x {len(self.attention_layers)} layers"
