@@ -227,6 +227,26 @@ class Adapter:
         raise NotImplementedError(self.image_subset_support(denoiser))
         yield args, kwargs  # pragma: no cover
 
+    def block_rows_support(self, denoiser: nn.Module) -> str | None:
+        """Why ``denoiser``'s blocks cannot run on a subset of the image stream (None: they can)."""
+        return f"{self.family} blocks cannot run on a subset of the image tokens"
+
+    def block_rows(
+        self,
+        denoiser: nn.Module,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        index: torch.Tensor,
+        text: int,
+        first: bool,
+    ) -> tuple[Sequence[Any], dict[str, Any]]:
+        """A *block* call restricted to the image-stream rows at ``index`` (of the call's whole image
+        stream; ``text``: the call's text tokens), for methods that drop tokens part-way through the
+        network (context pruning). ``first``: the first block to run on the subset, whose image
+        stream is cut to ``index``; later blocks get the cut stream from their predecessor. The
+        position embeddings a block is given always follow ``index``."""
+        raise NotImplementedError(self.block_rows_support(denoiser))
+
     def text_subset_support(self, denoiser: nn.Module) -> str | None:
         """Why ``denoiser`` cannot be called without its text tokens (None: it can)."""
         return f"{self.family} transformers cannot be called without their text tokens"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import nn
 
 from .base import (
@@ -109,6 +110,21 @@ class FluxAdapter(Adapter):
                 "img_ids": ids[:, index] if ids.ndim == 3 else ids[index],
             },
         )
+
+    def block_rows_support(self, denoiser):
+        return None
+
+    def block_rows(self, denoiser, args, kwargs, index, text, first):
+        """Both block kinds take the image stream as ``hidden_states`` and one rotary table (cos,
+        sin) over text + image stream rows."""
+        if args:
+            raise ValueError("FLUX block called positionally; token methods need keyword arguments")
+        hidden = kwargs["hidden_states"]
+        rows = torch.cat([torch.arange(text, device=index.device), text + index])
+        cos, sin = kwargs["image_rotary_emb"]
+        if first:
+            hidden = hidden[:, index]
+        return args, {**kwargs, "hidden_states": hidden, "image_rotary_emb": (cos[rows], sin[rows])}
 
     def text_subset_support(self, denoiser):
         return None

@@ -82,6 +82,23 @@ class QwenImageAdapter(Adapter):
         finally:
             handle.remove()
 
+    def block_rows_support(self, denoiser):
+        return self.image_subset_support(denoiser)
+
+    def block_rows(self, denoiser, args, kwargs, index, text, first):
+        """Blocks take the image stream as ``hidden_states`` and ``image_rotary_emb`` as (image
+        frequencies, text frequencies)."""
+        if args:
+            raise ValueError("Qwen-Image block called positionally; token methods need keyword arguments")
+        if (reason := self.block_rows_support(denoiser)) is not None:
+            raise ValueError(reason)
+        hidden = kwargs["hidden_states"]
+        image_freqs, text_freqs = kwargs["image_rotary_emb"]
+        if first:
+            hidden = hidden[:, index]
+        rotary = (image_freqs[index.to(image_freqs.device)], text_freqs)
+        return args, {**kwargs, "hidden_states": hidden, "image_rotary_emb": rotary}
+
     text_rows_kept = 1  # its rotary embedding cannot be applied to an empty text sequence
 
     def text_subset_support(self, denoiser):

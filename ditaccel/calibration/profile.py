@@ -205,8 +205,11 @@ def tensor_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".safetensors")
 
 
-def shipped_profile(pipeline: Any) -> Path | None:
-    """The profile shipped in the folder ``pipeline`` was loaded from, if there is one."""
+def shipped_profile(pipeline: Any, task: str | None = None) -> Path | None:
+    """The profile shipped in the folder ``pipeline`` was loaded from, if there is one; with
+    ``task``, the one made on that task's pipeline (``ditaccel_profile_edit.json``) when shipped."""
     folder = getattr(pipeline, "name_or_path", None)
-    path = Path(folder) / PROFILE_FILE if folder else None
-    return path if path is not None and path.is_file() else None
+    if not folder:
+        return None
+    names = ([PROFILE_FILE.replace(".json", f"_{task}.json")] if task else []) + [PROFILE_FILE]
+    return next((Path(folder) / name for name in names if (Path(folder) / name).is_file()), None)

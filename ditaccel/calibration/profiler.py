@@ -16,7 +16,8 @@ drawn and their attention over all keys computed; the share of keys needed to ho
 the row's density. Only those rows are materialised, never a full attention map.
 
 Context sensitivity (pipelines with reference tokens, :mod:`.context_sensitivity`): how much the
-final latents change when one layer stops attending to the reference tokens.
+output changes when one layer stops attending to the reference tokens (by default its one-forward
+proxy at ``context_steps`` sampled steps; with ``context_steps=0`` the final latents of whole calls).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ..attention import sdpa_route
 from ..attention.external import EXTERNAL_KINDS, sequence_indices
 from ..hooks.block_range import flat_blocks
 from ..metrics.flops import count_flops, discount_flops
-from .context_sensitivity import context_sensitivity, relative_l1
+from .context_sensitivity import context_sensitivity, context_sensitivity_proxy, relative_l1
 from .profile import Profile, fingerprint
 
 _HOOK = "ditaccel.profiler"
@@ -45,7 +46,8 @@ _HOOK = "ditaccel.profiler"
 class ProfilerConfig:
     """``query_rows`` / ``attention_every`` / ``mass``: attention density sampling; ``sketch_tokens``
     and ``max_gap``: the reuse-error sample and the longest reuse the planner may choose;
-    ``context_prompts``: prompts used for context sensitivity (0: skip it)."""
+    ``context_prompts``: prompts used for context sensitivity (0: skip it); ``context_steps``: steps
+    sampled for its one-forward proxy (0: the exact measurement, whole calls per layer)."""
 
     query_rows: int = 64
     mass: float = 0.95
@@ -53,12 +55,13 @@ class ProfilerConfig:
     sketch_tokens: int = 256
     max_gap: int = 8
     context_prompts: int = 2
+    context_steps: int = 6
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name, low in (
             ("query_rows", 1), ("attention_every", 1), ("sketch_tokens", 1), ("max_gap", 1),
-            ("context_prompts", 0),
+            ("context_prompts", 0), ("context_steps", 0),
         ):  # fmt: skip
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
@@ -287,7 +290,14 @@ class Profiler:
                 chosen = calls[: self.config.context_prompts]
                 if bar is not None:
                     bar.total += len(chosen)
-                context_layers, sensitivity = context_sensitivity(self.pipe, self.sites, chosen, steps, tick)
+                if self.config.context_steps:
+                    context_layers, sensitivity = context_sensitivity_proxy(
+                        self.pipe, self.sites, chosen, steps, tick, self.config.context_steps
+                    )
+                else:
+                    context_layers, sensitivity = context_sensitivity(
+                        self.pipe, self.sites, chosen, steps, tick
+                    )
         finally:
             self.detach()
             self.history.clear()

@@ -3,6 +3,7 @@
 from . import adaptive_cache as _adaptive_cache  # noqa: F401  (registers "adaptive-cache")
 from . import block_external as _block_external  # noqa: F401  (registers "block-external")
 from . import calibrated_cache as _calibrated_cache  # noqa: F401  (registers "calibrated-cache")
+from . import context_prune as _context_prune  # noqa: F401  (registers "context-prune")
 from . import deepcache as _deepcache  # noqa: F401  (registers "deepcache")
 from . import none as _none  # noqa: F401  (registers "none")
 from . import peers as _peers  # noqa: F401  (registers "peer-fbcache", "peer-taylorseer", "peer-magcache")

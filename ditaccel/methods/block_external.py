@@ -34,6 +34,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from ..attention import sdpa_route
 from ..attention.external import sequence_indices
 from ..hooks.context import DenoiseContext
+from ..hooks.rows import full_length
 from ..kernels.attention import attention_with_lse, merge_attention
 from ..pipelines import Adapter, TokenLayout
 from .base import Method, MethodConfig
@@ -150,7 +151,7 @@ class _TransformerHook(ModelHook):
                 output = self.fn_ref.original_forward(*sub_args, **sub_kwargs)
             finally:
                 context.rows = ""
-        return _full_length(output, info.layout.image_stream)
+        return full_length(output, info.layout.image_stream)
 
 
 @register_method("block-external")
@@ -355,18 +356,6 @@ class BlockExternal(Method):
             HookRegistry.check_if_exists_or_initialize(module).remove_hook(_HOOK, recurse=False)
         self._modules.clear()
         self._sites = []
-
-
-def _full_length(output, length: int):
-    """The output padded back to the whole image stream: the reference rows a cached step did not
-    compute are zeros (the pipelines keep only the generated tokens' rows)."""
-    sample = output[0] if isinstance(output, tuple) else output.sample
-    if sample.dim() != 3 or sample.shape[1] >= length:
-        return output
-    padded = torch.cat(
-        [sample, sample.new_zeros(sample.shape[0], length - sample.shape[1], sample.shape[2])], 1
-    )
-    return (padded, *output[1:]) if isinstance(output, tuple) else type(output)(sample=padded)
 
 
 class _passthrough:

@@ -1,0 +1,349 @@
+"""``context-prune``: in-context token pruning (ToPi-style) for reference-image editing.
+
+Kontext and Qwen-Image-Edit append the reference image to the image stream, doubling the sequence,
+yet most reference tokens matter little to most of the output. A calibration profile made on the
+editing pipeline (``ditaccel calibrate --task edit``) says which attention layers rely on the
+reference most: the *pivotal* layers. On *scoring* steps (the first, then every ``refresh``-th)
+each reference token's influence is the attention mass that a few sampled generated-image queries
+put on it at the pivotal layers (the probe: ``probe`` query rows per head, so the attention itself
+stays one fused call). From the block after the deepest pivotal layer on, only the ``keep`` share
+of reference tokens with the highest influence stays in the image stream; the others' rows are not
+computed at all, and the position embeddings follow the kept rows. Steps between scorings prune the
+same tokens. The pipelines keep only the generated tokens' output, so the pruned rows come back as
+zeros. ``keep=1`` prunes nothing: the plain pipeline, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+from ..attention import sdpa_route
+from ..calibration.profile import Profile, fingerprint, shipped_profile
+from ..hooks.block_range import flat_blocks
+from ..hooks.context import DenoiseContext
+from ..hooks.rows import full_length
+from ..pipelines import Adapter, TokenLayout
+from .base import Method, MethodConfig
+from .registry import register_method
+
+_HOOK = "ditaccel.context_prune"
+_KEY = "context-prune"
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextPruneConfig(MethodConfig):
+    """``keep``: share of the reference tokens that stay after the pivotal layers (1: all, the
+    plain pipeline). ``refresh``: steps from one scoring to the next (the first step scores).
+    ``profile``: a calibration profile of the editing pipeline with context sensitivity (default:
+    the one shipped with the model). ``pivotal``: how many of the most context-sensitive attention
+    layers score the tokens (pruning starts after the deepest of them). ``probe``: generated-token
+    query rows sampled per head to score with. ``merge`` (ToMe-style): each pruned token is averaged
+    into the kept token whose key at the pivotal layer is most similar, and the later attention
+    layers weight a kept token's key by the size of its group (proportional attention), so the
+    reference keeps its share of the attention."""
+
+    method = "context-prune"
+    keep: float = 0.5
+    refresh: int = 4
+    profile: Path | None = None
+    pivotal: int = 1
+    probe: int = 64
+    merge: bool = False
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.keep <= 1.0):
+            raise ValueError(f"context-prune: keep must be in (0, 1], got {self.keep}")
+        self.check_range("refresh", 1)
+        self.check_range("pivotal", 1)
+        self.check_range("probe", 1)
+        if self.profile is not None and not Path(self.profile).is_file():
+            raise ValueError(f"context-prune: profile {self.profile} does not exist")
+
+
+def influence(q: torch.Tensor, k: torch.Tensor, scale: float | None, queries: torch.Tensor, context: slice) -> torch.Tensor:  # fmt: skip
+    """(context tokens,): the attention mass the sampled ``queries`` put on each key in
+    ``context``, averaged over the batch, heads and sampled rows. ``queries``: (heads, rows)
+    sequence indices, each head its own rows. Only the sampled rows' scores are formed
+    (B x H x rows x keys)."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    heads = torch.arange(q.shape[1], device=q.device)[:, None]
+    scores = torch.matmul(q[:, heads, queries].float(), k.float().transpose(-1, -2)) * scale
+    return scores.softmax(-1)[..., context].mean(dim=(0, 1, 2))
+
+
+def probe_rows(generated: int, probe: int, heads: int, device: torch.device) -> torch.Tensor:
+    """(heads, rows): ``probe`` generated-token rows for each head, drawn without replacement
+    from one fixed permutation so that the heads together cover ``heads * probe`` distinct tokens
+    spread over the whole image (attention near the input is mostly local: evenly spaced rows would
+    favour the reference tokens next to them). All rows when there are fewer."""
+    if probe >= generated:
+        return torch.arange(generated, device=device).expand(heads, -1)
+    order = torch.randperm(generated, generator=torch.Generator().manual_seed(0))
+    order = order.repeat((heads * probe + generated - 1) // generated)[: heads * probe]
+    return order.reshape(heads, probe).to(device)
+
+
+@dataclass
+class _State:
+    """One CFG branch's kept set."""
+
+    kept: torch.Tensor | None = None  # indices of the kept reference tokens (0 .. reference-1)
+    rows: torch.Tensor | None = None  # image-stream rows the pruned blocks compute
+    scores: list[torch.Tensor] = field(default_factory=list)  # of this scoring step, per pivotal layer
+    keys: list[torch.Tensor] = field(default_factory=list)  # reference keys there (merge), (R, D)
+    groups: torch.Tensor | None = None  # merge: kept token (0 .. kept-1) each pruned token joins
+    sizes: torch.Tensor | None = None  # merge: tokens in each kept token's group
+    pruned: torch.Tensor | None = None  # merge: indices of the pruned reference tokens
+    scored_at: int = -1
+    pending: bool = False  # a scoring forward whose kept set is not chosen yet
+
+
+class _TransformerHook(ModelHook):
+    def __init__(self, method: ContextPrune, context: DenoiseContext) -> None:
+        super().__init__()
+        self.method, self.context = method, context
+
+    def new_forward(self, module, *args, **kwargs):
+        method, context = self.method, self.context
+        info = context.current
+        method.active = None
+        if info is None or info.layout.reference == 0 or context.rows or context.pinned:
+            # (no reference in this call, or an outer method runs it on a subset of the tokens /
+            # keeps every row's K/V this forward)
+            return self.fn_ref.original_forward(*args, **kwargs)
+        state = context.state(_KEY, _State)
+        scoring = state.kept is None or info.step - state.scored_at >= method.config.refresh
+        if scoring:
+            state.scores, state.keys, state.scored_at, state.pending = [], [], info.step, True
+        method.active = (state, info.layout, scoring)
+        try:
+            output = self.fn_ref.original_forward(*args, **kwargs)
+        finally:
+            method.active = None
+        return full_length(output, info.layout.image_stream)
+
+
+class _BlockHook(ModelHook):
+    """On a block after the pivotal layers: run it on the kept rows only."""
+
+    def __init__(self, method: ContextPrune, denoiser, block, first: bool) -> None:
+        super().__init__()
+        self.method, self.denoiser, self.first = method, denoiser, first
+        self.name, self.io = block.name, block.io
+
+    def new_forward(self, module, *args, **kwargs):
+        method = self.method
+        if method.active is None:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        state, layout, _ = method.active
+        if state.pending:
+            method.choose(state, layout)
+        method.record(self.name, int(state.kept.numel()))
+        if self.first and state.groups is not None:
+            args, kwargs = method.merged(self.io, args, kwargs, state, layout)
+        sub_args, sub_kwargs = method.context.adapter.block_rows(
+            self.denoiser, args, kwargs, state.rows, layout.text if layout.text_in_sequence else 0, self.first
+        )
+        return self.fn_ref.original_forward(*sub_args, **sub_kwargs)
+
+
+@register_method("context-prune")
+class ContextPrune(Method):
+    config_class = ContextPruneConfig
+    tasks = frozenset({"edit"})
+    inner = True  # inside region-edit's hook: it sees whether region-edit already subsets the call
+    combinable = frozenset({"region-edit"})
+    combination_note = (
+        "its blocks after the pivotal layers see fewer rows than the blocks before them, which the "
+        "step caches' residuals, block-external's per-layer external parts and sparse-attention's "
+        "masks assume equal (only region-edit composes: its region steps carry no reference and its "
+        "K/V stores run unpruned)"
+    )
+
+    def __init__(self, config: ContextPruneConfig) -> None:
+        super().__init__(config)
+        self.active: tuple[_State, TokenLayout, bool] | None = None  # of the current forward
+        self.profile: Profile | None = None
+        self.pivotal: list[str] = []  # attention layers that score, most sensitive first
+        self.pruned_from: str = ""  # first block run on the kept rows
+        self.kept_mask: torch.Tensor | None = None  # reference tokens kept at the last scoring (grid)
+        self.kept_history: list[tuple[int, int, torch.Tensor]] = []  # this call's (step, branch, kept)
+        self._modules: list[torch.nn.Module] = []
+
+    # --- construction ---------------------------------------------------------------------------
+    def check(self, adapter: Adapter) -> None:
+        super().check(adapter)
+        for denoiser in adapter.denoisers():
+            if (reason := adapter.block_rows_support(denoiser)) is not None:
+                raise ValueError(f"context-prune: {reason}")
+        if self.config.keep >= 1.0:
+            return  # nothing to prune: no profile needed
+        path = self.config.profile or shipped_profile(adapter.pipeline, task="edit")
+        command = (
+            "`ditaccel calibrate --model MODEL --task edit --out PROFILE.json`, then profile=PROFILE.json"
+        )
+        if path is None:
+            raise ValueError(f"context-prune needs a calibration profile of the editing pipeline: {command}")
+        profile = Profile.load(path)
+        for denoiser in adapter.denoisers():
+            profile.check_model(
+                [b.name for b in flat_blocks(adapter, denoiser)], fingerprint(denoiser.config)
+            )
+        if not profile.context_layers:
+            raise ValueError(
+                f"context-prune: the profile {path} has no context sensitivity (made on "
+                f"{profile.pipeline}, without reference tokens): {command}"
+            )
+        sites = {site.name: site for d in adapter.denoisers() for site in adapter.sequence_attention_sites(d)}
+        ranked = sorted(
+            (name for name in profile.context_layers if name in sites),
+            key=lambda name: -profile.context_sensitivity[profile.context_layers.index(name)],
+        )
+        self.pivotal = ranked[: self.config.pivotal]
+        blocks = [b.name for d in adapter.denoisers() for b in flat_blocks(adapter, d)]
+        last = max(blocks.index(sites[name].block) for name in self.pivotal)
+        if last + 1 >= len(blocks):
+            raise ValueError(
+                f"context-prune: the pivotal layer {sites[self.pivotal[0]].name} is in the last block; "
+                "pruning after it saves nothing (lower pivotal=)"
+            )
+        self.pruned_from = blocks[last + 1]
+        self.profile = profile
+
+    # --- scoring ------------------------------------------------------------------------------------
+    def _probe(self, site):
+        def handler(q, k, v, scale):
+            if self.active is None or not self.active[2]:
+                return None
+            state, layout, _ = self.active
+            text = layout.text if layout.text_in_sequence else 0
+            if k.shape[2] != text + layout.image_stream:
+                return None  # (not the call's whole sequence)
+            image_at = text if site.text_first is not False else 0
+            queries = image_at + probe_rows(layout.image, self.config.probe, q.shape[1], q.device)
+            start = image_at + layout.image
+            context = slice(start, start + layout.reference)
+            state.scores.append(influence(q, k, scale, queries, context))
+            if self.config.merge:
+                state.keys.append(k[:, :, context].float().mean(dim=(0, 1)))
+            return None  # the attention itself runs as usual
+
+        return handler
+
+    def choose(self, state: _State, layout: TokenLayout) -> None:
+        """The kept reference tokens from this scoring step's probes (at the first pruned block)."""
+        if not state.scores:
+            raise RuntimeError(
+                f"context-prune: no pivotal layer ({', '.join(self.pivotal)}) scored the reference "
+                "tokens this step (its attention is not plain SDPA over the call's tokens?)"
+            )
+        score = torch.stack(state.scores).mean(0)
+        count = max(1, round(self.config.keep * layout.reference))
+        state.kept = score.topk(count).indices.sort().values
+        state.rows = torch.cat([torch.arange(layout.image, device=score.device), layout.image + state.kept])
+        if self.config.merge:
+            keys = torch.nn.functional.normalize(torch.stack(state.keys).mean(0), dim=-1)
+            pruned = torch.ones(layout.reference, dtype=torch.bool, device=keys.device)
+            pruned[state.kept] = False
+            state.groups = (keys[pruned] @ keys[state.kept].T).argmax(-1)
+            state.sizes = torch.bincount(state.groups, minlength=count) + 1
+            state.pruned = pruned.nonzero().flatten()
+        state.scores, state.keys, state.pending = [], [], False
+        mask = torch.zeros(layout.reference, dtype=torch.bool)
+        mask[state.kept.cpu()] = True
+        info = self.context.current
+        self.kept_history.append((info.step, info.branch, mask))
+        if layout.reference_grid is not None:
+            self.kept_mask = mask.reshape(layout.reference_grid)
+        extra = self.context.stats.extra
+        extra["context_scorings"] = extra.get("context_scorings", 0) + 1
+
+    def prepare_call(self, context: DenoiseContext, arguments, call) -> None:
+        self.kept_mask, self.kept_history = None, []
+
+    @staticmethod
+    def merged(io, args, kwargs, state: _State, layout: TokenLayout):
+        """The first pruned block's call with each kept reference token replaced by the mean of
+        its group (itself and the pruned tokens that joined it)."""
+        hidden, _ = io.split_input(args, kwargs)
+        reference = hidden[:, layout.image :]
+        total = reference[:, state.kept].float()
+        total = total.index_add(1, state.groups, reference[:, state.pruned].float())
+        merged = hidden.clone()
+        merged[:, layout.image + state.kept] = (total / state.sizes[None, :, None]).to(hidden.dtype)
+        if io.hidden_arg in kwargs:
+            return args, {**kwargs, io.hidden_arg: merged}
+        args = list(args)
+        args[io.hidden_pos] = merged
+        return tuple(args), kwargs
+
+    def _proportional(self, site):
+        """After the pivotal layers, with merge: attention whose kept reference keys count for
+        their group (log of its size added to their logits)."""
+
+        def handler(q, k, v, scale):
+            if self.active is None:
+                return None
+            state, layout, _ = self.active
+            if state.sizes is None:
+                return None
+            text = layout.text if layout.text_in_sequence else 0
+            if k.shape[2] != text + layout.image + state.kept.numel():
+                return None  # (not the pruned sequence)
+            image_at = text if site.text_first is not False else 0
+            bias = torch.zeros(k.shape[2], dtype=q.dtype, device=q.device)
+            start = image_at + layout.image
+            bias[start : start + state.kept.numel()] = state.sizes.to(q.dtype).log()
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias[None, None, None], scale=scale)
+
+        return handler
+
+    def record(self, block: str, kept: int) -> None:
+        step = self.context.current.step
+        tokens = self.context.stats.extra.setdefault("context_tokens", {}).setdefault(block, [])
+        tokens.append([step, kept])
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def apply(self, context: DenoiseContext) -> None:
+        self.context = context
+        if self.config.keep >= 1.0:
+            return
+        adapter = context.adapter
+        for denoiser in adapter.denoisers():
+            HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(
+                _TransformerHook(self, context), _HOOK
+            )
+            self._modules.append(denoiser)
+            blocks = flat_blocks(adapter, denoiser)
+            first = [b.name for b in blocks].index(self.pruned_from)
+            for block in blocks[first:]:
+                HookRegistry.check_if_exists_or_initialize(block.module).register_hook(
+                    _BlockHook(self, denoiser, block, block is blocks[first]), _HOOK
+                )
+                self._modules.append(block.module)
+            pruned_blocks = {b.name for b in blocks[first:]}
+            for site in adapter.sequence_attention_sites(denoiser):
+                if self.config.merge and site.block in pruned_blocks:
+                    sdpa_route.attach(
+                        site.module, _HOOK, self._proportional(site), active=lambda: self.active is not None
+                    )
+                    self._modules.append(site.module)
+                if site.name in self.pivotal:
+                    sdpa_route.attach(
+                        site.module,
+                        _HOOK,
+                        self._probe(site),
+                        active=lambda: self.active is not None and self.active[2],
+                    )
+                    self._modules.append(site.module)
+
+    def remove(self, context: DenoiseContext) -> None:
+        for module in self._modules:
+            HookRegistry.check_if_exists_or_initialize(module).remove_hook(_HOOK, recurse=False)
+        self._modules.clear()

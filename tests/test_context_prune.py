@@ -1,0 +1,265 @@
+"""``context-prune``: exact at keep=1, the probe scores what the sampled queries attend to, pruned
+reference tokens are absent from the rows the later blocks compute (positions following), the
+context-sensitivity proxy, and every refusal before compute."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import run
+
+from ditaccel import AcceleratedPipeline
+from ditaccel.attention import sdpa_route
+from ditaccel.calibration.context_sensitivity import (
+    context_sensitivity,
+    context_sensitivity_proxy,
+    proxy_steps,
+)
+from ditaccel.methods.context_prune import influence, probe_rows
+from ditaccel.testing import example_call, synthetic_profile
+
+KONTEXT, QWEN_EDIT = "tiny-random-flux-kontext", "tiny-random-qwen-image-edit"
+
+
+def _profile(pipe, tmp_path, pivotal: str | None = None, **fields) -> str:
+    """A synthetic profile of ``pipe`` whose context sensitivity makes ``pivotal`` (default: the
+    first attention layer) the most sensitive layer; its path."""
+    acc = AcceleratedPipeline.from_pipe(pipe, [])
+    sites = [site.name for site in acc.adapter.sequence_attention_sites(pipe.transformer)]
+    acc.remove()
+    pivotal = pivotal or sites[0]
+    values = {"context_layers": sites, "context_sensitivity": [0.9 if s == pivotal else 0.1 for s in sites]}
+    path = tmp_path / "profile.json"
+    synthetic_profile(pipe, **{**values, **fields}).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", [KONTEXT, QWEN_EDIT])
+def test_keep_all_is_the_plain_pipeline(name, make_pipe, tmp_path):
+    pipe = make_pipe(name)
+    plain = run(pipe, name, steps=4)
+    acc = AcceleratedPipeline.from_pipe(pipe, "context-prune:keep=1")
+    assert np.array_equal(run(acc, name, steps=4), plain)
+    pruned = AcceleratedPipeline.from_pipe(
+        acc.remove(), f"context-prune:keep=0.25,profile={_profile(pipe, tmp_path)}"
+    )
+    assert not np.array_equal(run(pruned, name, steps=4), plain)  # the pruned steps did run
+    assert pruned.stats.extra["context_scorings"] > 0
+
+
+@pytest.mark.parametrize("name", [KONTEXT, QWEN_EDIT])
+def test_every_token_kept_through_the_pruning_path_is_the_plain_pipeline(name, make_pipe, tmp_path):
+    """A keep that rounds to every reference token still runs the probe, the row selection of
+    every later block and the padding of the output: the plain pipeline, bit for bit."""
+    pipe = make_pipe(name)
+    plain = run(pipe, name, steps=3)
+    acc = AcceleratedPipeline.from_pipe(pipe, f"context-prune:keep=0.9999,profile={_profile(pipe, tmp_path)}")
+    assert np.array_equal(run(acc, name, steps=3), plain)
+    assert acc.stats.extra["context_scorings"] > 0 and acc.stats.extra["context_tokens"]
+
+
+def test_influence_ranks_the_keys_the_sampled_queries_attend_to():
+    """Planted: each sampled query row points at two of the context keys; those score highest,
+    keys outside ``context`` and rows not sampled do not count."""
+    torch.manual_seed(0)
+    heads, dim, length = 2, 16, 40
+    q = torch.randn(1, heads, length, dim) * 0.1
+    k = torch.randn(1, heads, length, dim) * 0.1
+    context = slice(20, 40)
+    sampled = torch.tensor([[3, 7, 11]] * heads)
+    planted = [25, 31, 33, 38]
+    for i, row in enumerate(sampled[0]):
+        for key in planted[i % 2 * 2 : i % 2 * 2 + 2] if i < 2 else planted:
+            direction = torch.randn(heads, dim)
+            q[0, :, row] += direction
+            k[0, :, key] += direction
+    q[0, :, 0] += 5 * k[0, :, 21]  # an unsampled row attending to another key: no influence
+    scores = influence(q, k, None, sampled, context)
+    assert scores.shape == (20,)
+    assert set(scores.topk(4).indices.add(20).tolist()) == set(planted)
+    assert torch.all(scores >= 0) and float(scores.sum()) <= 1.0
+
+
+def test_probe_rows_spread_over_the_image():
+    assert probe_rows(10, 20, 3, torch.device("cpu")).tolist() == [list(range(10))] * 3
+    rows = probe_rows(256, 16, 4, torch.device("cpu"))
+    assert rows.shape == (4, 16) and rows.unique().numel() == 64  # each head its own rows
+    grid = torch.zeros(256, dtype=torch.bool)
+    grid[rows.flatten()] = True
+    quadrants = grid.reshape(2, 8, 2, 8).sum(dim=(1, 3))
+    assert int(quadrants.min()) >= 8  # spread over the image, not along a line
+    assert torch.equal(rows, probe_rows(256, 16, 4, torch.device("cpu")))  # fixed
+
+
+@pytest.mark.parametrize("name", [KONTEXT, QWEN_EDIT])
+def test_kept_tokens_are_the_most_attended_and_the_pruned_ones_are_not_computed(name, make_pipe, tmp_path):
+    """The kept set is the top of the sampled queries' full attention at the pivotal layer; the
+    blocks after it see the generated tokens plus the kept reference tokens only, each with its
+    own rotary row; the blocks before see every token."""
+    pipe = make_pipe(name)
+    acc = AcceleratedPipeline.from_pipe(
+        pipe, f"context-prune:keep=0.25,refresh=100,profile={_profile(pipe, tmp_path)}"
+    )
+    method = acc.method("context-prune")
+    adapter = acc.adapter
+    site = next(s for s in adapter.sequence_attention_sites(pipe.transformer) if s.name == method.pivotal[0])
+    captured: dict = {}
+
+    def capture(q, k, v, scale):
+        captured.setdefault("qk", (q.clone(), k.clone(), scale))
+        return None
+
+    sdpa_route.attach(site.module, "test.capture", capture)
+    seen: dict[str, list] = {}  # what each block's attention computes: image rows, rotary rows
+    for attention in adapter.sequence_attention_sites(pipe.transformer):
+        attention.module.register_forward_pre_hook(
+            lambda _m, _a, kw, n=attention.block: seen.setdefault(n, []).append(
+                (kw["hidden_states"].shape[1], kw["image_rotary_emb"])
+            ),
+            with_kwargs=True,
+        )
+    full_rotary: list = []
+    first_block = adapter.blocks(pipe.transformer)[0][1]
+    first_block.register_forward_pre_hook(
+        lambda _m, _a, kw: full_rotary.append(kw["image_rotary_emb"]), with_kwargs=True
+    )
+    acc(**example_call(name, steps=2))
+    kept = method.kept_mask.flatten().nonzero().flatten()
+    q, k, scale = captured["qk"]
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    names = [n for n, _ in adapter.blocks(pipe.transformer)]
+    first_pruned = names.index(method.pruned_from)
+    reference = method.kept_mask.numel()
+    text = k.shape[2] - seen[names[0]][0][0]  # the first block's attention: the image stream only
+    full_rows = k.shape[2] - text
+    image = full_rows - reference
+    queries = text + probe_rows(image, method.config.probe, q.shape[1], q.device)
+    heads = torch.arange(q.shape[1])[:, None]
+    probs = torch.softmax((q[:, heads, queries] @ k.transpose(-1, -2)) * scale, -1)[..., text + image :]
+    expected = probs.mean(dim=(0, 1, 2)).topk(kept.numel()).indices.sort().values
+    assert torch.equal(kept, expected)
+    rows = torch.cat([torch.arange(image), image + kept])
+    joined = {n: text if n.startswith("single_") else 0 for n in names}  # FLUX single blocks: text + image
+    for n in names[:first_pruned]:
+        assert all(length == joined[n] + full_rows for length, _ in seen[n])
+    for n in names[first_pruned:]:
+        for length, rotary in seen[n]:
+            assert length == joined[n] + image + kept.numel()
+            if name == KONTEXT:  # one (cos, sin) table over text + image stream rows
+                index = torch.cat([torch.arange(text), text + rows])
+                assert torch.equal(rotary[0], full_rotary[0][0][index])
+            else:  # (image frequencies, text frequencies)
+                assert torch.equal(rotary[0], full_rotary[0][0][rows])
+    tokens = acc.stats.extra["context_tokens"]
+    assert set(tokens) == set(names[first_pruned:])
+    assert all(count == kept.numel() for values in tokens.values() for _, count in values)
+
+
+def test_refresh_rescores(make_pipe, tmp_path):
+    pipe = make_pipe(KONTEXT)
+    path = _profile(pipe, tmp_path)
+    for refresh, scorings in ((1, 4), (2, 2), (4, 1)):
+        acc = AcceleratedPipeline.from_pipe(pipe, f"context-prune:keep=0.5,refresh={refresh},profile={path}")
+        run(acc, KONTEXT, steps=4)
+        assert acc.stats.extra["context_scorings"] == scorings
+        acc.remove()
+
+
+def test_composes_with_region_edit(make_pipe, tmp_path):
+    """Region steps carry no reference and region-edit's K/V stores run unpruned: only its other
+    full steps prune. With nothing pruned the pair is region-edit alone."""
+    from PIL import Image
+
+    pipe = make_pipe(KONTEXT)
+    path = _profile(pipe, tmp_path)
+    size = example_call(KONTEXT)["height"]
+    mask = np.zeros((size, size), np.uint8)
+    mask[: size // 2, : size // 2] = 255
+    call = dict(mask_image=Image.fromarray(mask))
+    region = "region-edit:source=mask,velocity_tolerance=0,final=1"
+    alone = AcceleratedPipeline.from_pipe(pipe, region)
+    expected = run(alone, KONTEXT, steps=10, **call)
+    both = AcceleratedPipeline.from_pipe(alone.remove(), f"{region}+context-prune:keep=1")
+    assert np.array_equal(run(both, KONTEXT, steps=10, **call), expected)
+    both = AcceleratedPipeline.from_pipe(both.remove(), f"{region}+context-prune:keep=0.25,profile={path}")
+    run(both, KONTEXT, steps=10, **call)
+    pruned_steps = {step for values in both.stats.extra["context_tokens"].values() for step, _ in values}
+    warmup, refresh, final = both.method("region-edit").config.full_steps(10)
+    assert pruned_steps == set(range(warmup - 1)) | set(range(final, 10))  # not the stores, not regions
+    assert both.stats.extra["region_tokens"] > 0
+
+
+def test_refusals_before_compute(make_pipe, tmp_path):
+    pipe = make_pipe(KONTEXT)
+    with pytest.raises(ValueError, match="ditaccel calibrate --model MODEL --task edit"):
+        AcceleratedPipeline.from_pipe(pipe, "context-prune:keep=0.5")  # the tiny model ships no profile
+    no_context = tmp_path / "t2i.json"
+    synthetic_profile(pipe).save(no_context)
+    with pytest.raises(ValueError, match="no context sensitivity"):
+        AcceleratedPipeline.from_pipe(pipe, f"context-prune:profile={no_context}")
+    other = tmp_path / "other.json"
+    synthetic_profile(
+        make_pipe("tiny-random-flux-fill"), context_layers=["x"], context_sensitivity=[1.0]
+    ).save(other)
+    with pytest.raises(ValueError, match="calibrate"):
+        AcceleratedPipeline.from_pipe(pipe, f"context-prune:profile={other}")
+    last = _profile(pipe, tmp_path, pivotal="single_transformer_blocks.1.attn")
+    with pytest.raises(ValueError, match="last block"):
+        AcceleratedPipeline.from_pipe(pipe, f"context-prune:profile={last}")
+    path = _profile(pipe, tmp_path)
+    for spec, match in (
+        ("context-prune:keep=0", "keep"),
+        ("context-prune:refresh=0", "refresh"),
+        (f"context-prune:profile={path}+deepcache", "context-prune"),
+        (f"context-prune:profile={path}+block-external", "context-prune"),
+        (f"context-prune:profile={path}+sparse-attention", "context-prune"),
+        ("context-prune:profile=/nonexistent.json", "does not exist"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            AcceleratedPipeline.from_pipe(pipe, spec)
+    with pytest.raises(ValueError, match="edit"):
+        AcceleratedPipeline.from_pipe(make_pipe("tiny-random-flux"), f"context-prune:profile={path}")
+    plain = make_pipe(KONTEXT)  # nothing was left on the refused pipeline
+    assert np.array_equal(run(pipe, KONTEXT, steps=2), run(plain, KONTEXT, steps=2))
+
+
+def test_sensitivity_proxy_measures_one_forward_per_layer_and_step(make_pipe):
+    """The proxy re-runs the sampled steps' forwards with one layer's reference dropped; dropping
+    it in every layer moves the output, and a layer the probe cannot see is left out."""
+    assert proxy_steps(28, 3) == [0, 14, 27] and proxy_steps(4, 6) == [0, 1, 2, 3]
+    pipe = AcceleratedPipeline.from_pipe(make_pipe(KONTEXT), [])
+    sites = pipe.adapter.sequence_attention_sites(pipe.transformer)
+    call = example_call(KONTEXT, steps=3)
+    call.pop("num_inference_steps")
+    layers, proxy = context_sensitivity_proxy(pipe, sites, [call], 3, lambda _: None, count=2)
+    exact_layers, exact = context_sensitivity(pipe, sites, [call], 3, lambda _: None)
+    assert layers == exact_layers == [s.name for s in sites]
+    assert all(v > 0 for v in proxy) and all(v > 0 for v in exact)
+    before = run(pipe, KONTEXT, steps=3)
+    assert np.array_equal(run(pipe, KONTEXT, steps=3), before)  # its hooks are gone
+
+
+def test_merge_averages_each_group_into_its_kept_token():
+    """merge=true: the first pruned block gets each kept reference token replaced by the mean of
+    its group; generated tokens and pruned rows are untouched (the cut drops the latter)."""
+    from ditaccel.methods.context_prune import ContextPrune, _State
+    from ditaccel.pipelines import BlockIO, TokenLayout
+
+    layout = TokenLayout(image=2, reference=4, grid=(1, 1, 2), reference_grid=(2, 2))
+    hidden = torch.arange(6 * 3, dtype=torch.float32).reshape(1, 6, 3)
+    state = _State(kept=torch.tensor([0, 2]), groups=torch.tensor([1, 1]), sizes=torch.tensor([1, 3]),
+                   pruned=torch.tensor([1, 3]))  # fmt: skip
+    _, kwargs = ContextPrune.merged(BlockIO(), (), {"hidden_states": hidden}, state, layout)
+    merged = kwargs["hidden_states"]
+    assert torch.equal(merged[:, :2], hidden[:, :2]) and torch.equal(merged[:, 2], hidden[:, 2])
+    assert torch.allclose(merged[:, 4], hidden[:, [3, 4, 5]].mean(1))
+    assert torch.equal(merged[:, [3, 5]], hidden[:, [3, 5]])
+
+
+@pytest.mark.parametrize("name", [KONTEXT, QWEN_EDIT])
+def test_merge_with_every_token_kept_is_the_plain_pipeline(name, make_pipe, tmp_path):
+    """Groups of one: every proportional-attention weight is log(1) = 0."""
+    pipe = make_pipe(name)
+    plain = torch.from_numpy(run(pipe, name, steps=3).astype(np.float32))
+    spec = f"context-prune:keep=0.9999,merge=true,profile={_profile(pipe, tmp_path)}"
+    acc = AcceleratedPipeline.from_pipe(pipe, spec)
+    torch.testing.assert_close(torch.from_numpy(run(acc, name, steps=3).astype(np.float32)), plain, atol=1.0, rtol=0)
