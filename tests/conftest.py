@@ -40,6 +40,26 @@ def run(pipe, name: str, **overrides) -> np.ndarray:
     return np.asarray(output_images(pipe(**example_call(name, **overrides))))
 
 
+def velocities(pipe, name: str, **call) -> list[torch.Tensor]:
+    """The generated tokens' velocity of every transformer call of one pipeline call (the rows
+    the loop keeps), for tests of what a method serves."""
+    from ditaccel import AcceleratedPipeline
+    from ditaccel.pipelines import adapter_for
+
+    adapter = adapter_for(pipe.pipeline if isinstance(pipe, AcceleratedPipeline) else pipe)
+    seen: list[torch.Tensor] = []
+
+    def keep(module, args, kwargs, out):
+        seen.append(out[0][:, : adapter.token_layout(module, args, kwargs).image].clone())
+
+    hook = pipe.transformer.register_forward_hook(keep, with_kwargs=True)
+    try:
+        run(pipe, name, **call)
+    finally:
+        hook.remove()
+    return seen
+
+
 @pytest.fixture
 def make_pipe():
     """Fresh tiny pipeline with progress bars off."""

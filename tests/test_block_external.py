@@ -4,7 +4,7 @@ every layout), external rows absent from cached steps, and every refusal before 
 import numpy as np
 import pytest
 import torch
-from conftest import run
+from conftest import run, velocities
 
 from ditaccel import AcceleratedPipeline
 from ditaccel.attention.external import sequence_indices
@@ -35,25 +35,6 @@ def test_refresh_every_step_is_the_plain_pipeline(name, external, make_pipe):
     assert not np.array_equal(run(cached, name, steps=6), plain)  # the cached steps did run
 
 
-def _velocities(pipe, name: str, **call) -> list[torch.Tensor]:
-    """The generated tokens' velocity of every transformer call of one pipeline call (the rows
-    the loop keeps)."""
-    from ditaccel.pipelines import adapter_for
-
-    adapter = adapter_for(pipe.pipeline if isinstance(pipe, AcceleratedPipeline) else pipe)
-    seen: list[torch.Tensor] = []
-
-    def keep(module, args, kwargs, out):
-        seen.append(out[0][:, : adapter.token_layout(module, args, kwargs).image].clone())
-
-    hook = pipe.transformer.register_forward_hook(keep, with_kwargs=True)
-    try:
-        run(pipe, name, **call)
-    finally:
-        hook.remove()
-    return seen
-
-
 @pytest.mark.parametrize("mode", ["output", "kv"])
 @pytest.mark.parametrize(("name", "external"), [c for c in CASES if c[0] != SD3])
 def test_cached_steps_serve_the_full_attention_on_frozen_inputs(name, external, mode, make_pipe):
@@ -61,9 +42,9 @@ def test_cached_steps_serve_the_full_attention_on_frozen_inputs(name, external, 
     compute: every cached step hands the loop the plain velocity. (SD3's pipeline takes no
     custom sigmas; its layout is covered by the index test and the refresh=1 test.)"""
     pipe = make_pipe(name)
-    plain = _velocities(pipe, name, steps=8, sigmas=FROZEN)
+    plain = velocities(pipe, name, steps=8, sigmas=FROZEN)
     acc = AcceleratedPipeline.from_pipe(pipe, f"block-external:external={external},refresh=4,mode={mode}")
-    served = _velocities(acc, name, steps=8, sigmas=FROZEN)
+    served = velocities(acc, name, steps=8, sigmas=FROZEN)
     assert len(served) == len(plain)
     for ours, theirs in zip(served, plain, strict=True):
         torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-4)
@@ -196,11 +177,11 @@ def test_combinations_serve_the_plain_values_on_frozen_inputs(name, other, make_
         mask = np.zeros((size, size), np.uint8)
         mask[size // 2 : 3 * size // 4, size // 4 : size // 2] = 255
         call["mask_image"] = Image.fromarray(mask)
-    plain = _velocities(pipe, name, **{k: v for k, v in call.items() if k != "mask_image"})
+    plain = velocities(pipe, name, **{k: v for k, v in call.items() if k != "mask_image"})
     acc = AcceleratedPipeline.from_pipe(
         pipe, f"block-external:external={external},refresh=4,warmup=1+{other}"
     )
-    served = _velocities(acc, name, **call)
+    served = velocities(acc, name, **call)
     assert acc.stats.extra["external_cached_forwards"] > 0
     if other.startswith("region-edit"):
         assert acc.stats.extra["region_tokens"] == 1

@@ -10,36 +10,19 @@ where "the output changed" would pass.
 
 import pytest
 import torch
-from conftest import run
+from conftest import velocities
 
 from ditaccel import AcceleratedPipeline
-from ditaccel.pipelines import adapter_for
 from ditaccel.testing import synthetic_profile
 
 FROZEN = [0.7] * 8
 TOLERANCE = dict(atol=2e-5, rtol=1e-4)
 
 
-def _velocities(pipe, name: str, **call) -> list[torch.Tensor]:
-    """The generated tokens' velocity of every transformer call of one pipeline call."""
-    adapter = adapter_for(pipe.pipeline if isinstance(pipe, AcceleratedPipeline) else pipe)
-    seen: list[torch.Tensor] = []
-
-    def keep(module, args, kwargs, out):
-        seen.append(out[0][:, : adapter.token_layout(module, args, kwargs).image].clone())
-
-    hook = pipe.transformer.register_forward_hook(keep, with_kwargs=True)
-    try:
-        run(pipe, name, **call)
-    finally:
-        hook.remove()
-    return seen
-
-
 def _assert_served_plain(pipe, name: str, spec: str, **call) -> AcceleratedPipeline:
-    plain = _velocities(pipe, name, steps=8, sigmas=FROZEN, **call)
+    plain = velocities(pipe, name, steps=8, sigmas=FROZEN, **call)
     accelerated = AcceleratedPipeline.from_pipe(pipe, methods=spec)
-    served = _velocities(accelerated, name, steps=8, sigmas=FROZEN, **call)
+    served = velocities(accelerated, name, steps=8, sigmas=FROZEN, **call)
     assert len(served) == len(plain)
     for step, (ours, theirs) in enumerate(zip(served, plain, strict=True)):
         torch.testing.assert_close(ours, theirs, **TOLERANCE, msg=lambda m, step=step: f"step {step}: {m}")
