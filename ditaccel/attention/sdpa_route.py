@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from ..hooks.install import register_hook, remove_hook
 
 Handler = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "float | None"], "torch.Tensor | None"]
 
@@ -65,8 +67,8 @@ class SDPARoute(ModelHook):
 
 
 def attach(module: nn.Module, name: str, handler: Handler, active: Callable[[], bool] | None = None) -> None:
-    HookRegistry.check_if_exists_or_initialize(module).register_hook(SDPARoute(handler, active), name)
+    register_hook(module, SDPARoute(handler, active), name)
 
 
 def detach(module: nn.Module, name: str) -> None:
-    HookRegistry.check_if_exists_or_initialize(module).remove_hook(name, recurse=False)
+    remove_hook(module, name)

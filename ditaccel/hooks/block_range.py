@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from torch import nn
 
 from ..pipelines import Adapter, BlockIO
 from .context import DenoiseContext
+from .install import register_hook, remove_hook
 from .step_info import StepInfo
 
 Streams = tuple[torch.Tensor, "torch.Tensor | None"]
@@ -117,14 +118,11 @@ class BlockRange:
 
     def attach(self) -> None:
         for index, block in enumerate(self.blocks):
-            registry = HookRegistry.check_if_exists_or_initialize(block.module)
-            registry.register_hook(_RangeHook(self, index), self.hook_name)
+            register_hook(block.module, _RangeHook(self, index), self.hook_name)
 
     def detach(self) -> None:
         for block in self.blocks:
-            HookRegistry.check_if_exists_or_initialize(block.module).remove_hook(
-                self.hook_name, recurse=False
-            )
+            remove_hook(block.module, self.hook_name)
 
 
 class InputProbe(ModelHook):

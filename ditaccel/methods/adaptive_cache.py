@@ -17,10 +17,10 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-from diffusers.hooks import HookRegistry
 
 from ..hooks.block_range import BlockRange, InputProbe, Streams, flat_blocks
 from ..hooks.context import DenoiseContext
+from ..hooks.install import register_hook, remove_hook
 from ..hooks.step_info import StepInfo
 from ..pipelines import Adapter
 from .base import MethodConfig, RangeMethod
@@ -139,8 +139,7 @@ class AdaptiveCache(RangeMethod):
         c, key = self.config, _KEY
         for index, denoiser in enumerate(context.adapter.denoisers()):
             first = flat_blocks(context.adapter, denoiser)[0]
-            registry = HookRegistry.check_if_exists_or_initialize(first.module)
-            registry.register_hook(InputProbe(context, index, first.io, f"{key}.probe"), _PROBE_HOOK)
+            register_hook(first.module, InputProbe(context, index, first.io, f"{key}.probe"), _PROBE_HOOK)
             self._probes.append(first.module)
             policy = _AdaptivePolicy(context, c, key)
             block_range = BlockRange(context, index, deep_range(context.adapter, denoiser, c.front, c.back, c.method),
@@ -150,5 +149,5 @@ class AdaptiveCache(RangeMethod):
     def remove(self, context: DenoiseContext) -> None:
         super().remove(context)
         for module in self._probes:
-            HookRegistry.check_if_exists_or_initialize(module).remove_hook(_PROBE_HOOK, recurse=False)
+            remove_hook(module, _PROBE_HOOK)
         self._probes.clear()
