@@ -91,7 +91,7 @@ class _RangeHook(ModelHook):
             hidden, encoder = block.io.split_output(output)
             start_hidden, start_encoder = state.entry
             residual_encoder = None if encoder is None or start_encoder is None else encoder - start_encoder
-            owner.policy.computed(info, hidden - start_hidden, residual_encoder)
+            owner.policy.computed(info, owner.blocks_only(info, hidden - start_hidden), residual_encoder)
             state.entry = None
         return output
 
@@ -115,6 +115,18 @@ class BlockRange:
         self.policy = policy
         self.hook_name = f"ditaccel.{name}"
         self.key = f"{name}.range"
+        order = [b.module for b in flat_blocks(context.adapter, context.adapter.denoisers()[denoiser_index])]
+        self.flat_indices = [next(i for i, m in enumerate(order) if m is b.module) for b in self.blocks]
+
+    def blocks_only(self, info: StepInfo, residual: torch.Tensor) -> torch.Tensor:
+        """The range's image residual without what the loop added between its blocks (ControlNet
+        residuals): served later, the loop adds that step's own after each block again."""
+        if not info.additions:
+            return residual
+        for index in self.flat_indices[:-1]:  # after the last block the loop adds it outside the range
+            if index in info.additions:
+                residual = residual - info.additions[index]
+        return residual
 
     def attach(self) -> None:
         for index, block in enumerate(self.blocks):
