@@ -52,3 +52,20 @@ def test_compiled_wrapped_pipeline_computes_what_eager_computes(name, spec, make
             np.testing.assert_allclose(run(acc, name, steps=STEPS), eager, atol=1e-5)
     finally:
         dynamo.reset()
+
+
+@pytest.mark.parametrize("name", [FLUX, QWEN])
+def test_regional_inductor_compilation_matches_eager(name, make_pipe):
+    """diffusers' regional compilation (``compile_repeated_blocks``) through inductor, a cache on:
+    the code generator's output, not only the tracing, matches eager."""
+    spec = "deepcache:interval=2"
+    eager = run(AcceleratedPipeline.from_pipe(make_pipe(name), spec), name, steps=STEPS)
+    pipe = make_pipe(name)
+    acc = AcceleratedPipeline.from_pipe(pipe, spec)
+    pipe.transformer.compile_repeated_blocks()
+    dynamo.reset()
+    try:
+        np.testing.assert_allclose(run(acc, name, steps=STEPS), eager, atol=1e-4)
+        assert acc.stats.blocks_reused > 0
+    finally:
+        dynamo.reset()
