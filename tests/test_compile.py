@@ -25,15 +25,7 @@ CASES = [
     (QWEN, "deepcache:interval=2"),
     (QWEN, "sparse-attention:density=0.5"),
     (KONTEXT, "block-external:refresh=2"),
-    pytest.param(
-        KONTEXT,
-        "region-edit:threshold=0.99",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="open: compiled region steps differ from eager by up to 3e-3 (the attention with cached "
-            "reference K/V; docs/compile_check.json)",
-        ),
-    ),
+    (KONTEXT, "region-edit:threshold=0.99"),
 ]
 
 

@@ -45,7 +45,14 @@ class _Route(TorchFunctionMode):
             return None
         if key.shape[1] != query.shape[1]:
             return None
-        return self.handler(query, key, value, scale)
+        return _run_handler(self.handler, query, key, value, scale)
+
+
+@torch.compiler.disable
+def _run_handler(handler: Handler, query, key, value, scale):
+    """The handler runs eagerly under ``torch.compile``: it decides from Python state (the step,
+    what is cached) that a traced graph would freeze at its first trace."""
+    return handler(query, key, value, scale)
 
 
 class SDPARoute(ModelHook):
