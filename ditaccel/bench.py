@@ -25,7 +25,7 @@ from .metrics.image import as_float_images
 from .pipelines import GenerationRequest
 from .pipelines.accelerated import AcceleratedPipeline, load_pipeline
 
-TASKS = ("t2i", "edit")
+TASKS = ("t2i", "edit", "control")
 DEFAULT_PROMPTS = models._TINY_PROMPTS
 
 
@@ -122,7 +122,7 @@ def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
         images[spec], flops[spec], reuse[spec] = [], [], []
         try:
             for item in inputs:
-                with count_flops(acc.adapter.denoisers()) as counted:
+                with count_flops(acc.adapter.step_modules()) as counted:
                     out = acc(**call_kwargs(item, acc))
                 images[spec].append(output_images(out))
                 flops[spec].append((counted.total, counted.attention))

@@ -150,7 +150,7 @@ def bench_command(
     methods: Annotated[
         list[str], typer.Option("--methods", help="Method spec; repeat for several. 'none' is always run.")
     ],
-    task: Annotated[str, typer.Option(help="t2i or edit.")] = "t2i",
+    task: Annotated[str, typer.Option(help="t2i, edit or control (ControlNet pipelines).")] = "t2i",
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).")] = None,
     height: Annotated[int | None, typer.Option(help="Height (default: the model's).")] = None,
     width: Annotated[int | None, typer.Option(help="Width (default: the model's).")] = None,
@@ -208,7 +208,9 @@ def calibrate_command(
     ] = "8",
     task: Annotated[
         str | None,
-        typer.Option(help="t2i or edit (default: the model's first; edit needs an embedded model)."),
+        typer.Option(
+            help="t2i, edit or control (default: the model's first; edit and control need an embedded model)."
+        ),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).")] = None,
     height: Annotated[int | None, typer.Option(help="Height (default: the model's).")] = None,

@@ -76,7 +76,7 @@ def compare(
     for label, spec in specs.items():  # untimed pass: FLOPs, images, warm-up
         wrapper = AcceleratedPipeline.from_pipe(pipeline, methods=spec)
         try:
-            with count_flops(wrapper.adapter.denoisers()) as counted:
+            with count_flops(wrapper.adapter.step_modules()) as counted:
                 images[label] = output_images(wrapper(**call_kwargs(wrapper)))
             gflops[label] = counted.total / 1e9
         finally:

@@ -63,6 +63,8 @@ from diffusers import (
     DiTTransformer2DModel,
     DPMSolverMultistepScheduler,
     FlowMatchEulerDiscreteScheduler,
+    FluxControlNetModel,
+    FluxControlNetPipeline,
     FluxFillPipeline,
     FluxKontextPipeline,
     FluxPipeline,
@@ -72,7 +74,9 @@ from diffusers import (
     QwenImageEditPipeline,
     QwenImagePipeline,
     QwenImageTransformer2DModel,
+    SD3ControlNetModel,
     SD3Transformer2DModel,
+    StableDiffusion3ControlNetPipeline,
     StableDiffusion3Pipeline,
     UniPCMultistepScheduler,
     WanPipeline,
@@ -103,7 +107,9 @@ TINY_MODELS: tuple[str, ...] = (
     "tiny-random-flux",
     "tiny-random-flux-kontext",
     "tiny-random-flux-fill",
+    "tiny-random-flux-controlnet",
     "tiny-random-sd3",
+    "tiny-random-sd3-controlnet",
     "tiny-random-pixart",
     "tiny-random-qwen-image",
     "tiny-random-qwen-image-edit",
@@ -113,6 +119,9 @@ TINY_MODELS: tuple[str, ...] = (
 
 # --- Shared transformer geometry --------------------------------------------------------------
 NUM_LAYERS = 2  # transformer blocks (Flux: double and single blocks each)
+# ControlNet blocks: fewer than the transformer's, so each residual is added after several blocks
+# (diffusers spreads them evenly), as with the released FLUX / SD3 ControlNets
+CONTROLNET_LAYERS = 1
 NUM_HEADS = 2
 HEAD_DIM = 16
 INNER_DIM = NUM_HEADS * HEAD_DIM
@@ -346,16 +355,50 @@ def _build_flux_fill(seed: int) -> DiffusionPipeline:
     return FluxFillPipeline(**_flux_components(seed, 2 * packed_latents + packed_mask))
 
 
-def _build_sd3(seed: int) -> DiffusionPipeline:
-    """Stable Diffusion 3: MMDiT with CLIP-L + CLIP-G + T5 text encoders."""
-    clip_tok, clip_tok_2, t5_tok = _clip_tokenizer(), _clip_tokenizer(), _t5_tokenizer()
-    transformer = _seeded(
+def _build_flux_controlnet(seed: int) -> DiffusionPipeline:
+    """FLUX.1 with a ControlNet: its residuals are added to the image stream after the blocks."""
+    controlnet = _seeded(
+        seed + 1,
+        lambda: FluxControlNetModel(
+            patch_size=1,
+            in_channels=LATENT_CHANNELS * PATCH_SIZE**2,
+            num_layers=CONTROLNET_LAYERS,
+            num_single_layers=CONTROLNET_LAYERS,
+            attention_head_dim=HEAD_DIM,
+            num_attention_heads=NUM_HEADS,
+            joint_attention_dim=T5_D_MODEL,
+            pooled_projection_dim=CLIP_HIDDEN,
+            guidance_embeds=True,
+            axes_dims_rope=ROPE_AXES_DIMS,
+        ),
+    )
+    _randomize_zero_projections(controlnet)
+    return FluxControlNetPipeline(
+        **_flux_components(seed, LATENT_CHANNELS * PATCH_SIZE**2), controlnet=controlnet
+    )
+
+
+def _randomize_zero_projections(controlnet: torch.nn.Module) -> None:
+    """ControlNets start with zero input and output projections (they add nothing until trained):
+    random ones make the tiny ControlNet's residuals non-zero and dependent on the control image,
+    so tests see the control signal."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in controlnet.parameters():
+            if param.dim() > 1 and not param.any():
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+
+
+def _sd3_transformer(
+    seed: int, layers: int, model: type = SD3Transformer2DModel, **extra: Any
+) -> torch.nn.Module:
+    return _seeded(
         seed,
-        lambda: SD3Transformer2DModel(
+        lambda: model(
             sample_size=IMAGE_SIZE // VAE_SPATIAL_SCALE,
             patch_size=PATCH_SIZE,
             in_channels=LATENT_CHANNELS,
-            num_layers=NUM_LAYERS,
+            num_layers=layers,
             attention_head_dim=HEAD_DIM,
             num_attention_heads=NUM_HEADS,
             joint_attention_dim=T5_D_MODEL,
@@ -363,10 +406,27 @@ def _build_sd3(seed: int) -> DiffusionPipeline:
             pooled_projection_dim=2 * SD3_CLIP_HIDDEN,  # CLIP-L and CLIP-G pooled, concatenated
             out_channels=LATENT_CHANNELS,
             pos_embed_max_size=SD3_POS_EMBED_MAX_SIZE,
+            **extra,
         ),
     )
-    return StableDiffusion3Pipeline(
-        transformer=transformer,
+
+
+def _build_sd3(seed: int) -> DiffusionPipeline:
+    """Stable Diffusion 3: MMDiT with CLIP-L + CLIP-G + T5 text encoders."""
+    return StableDiffusion3Pipeline(**_sd3_components(seed))
+
+
+def _build_sd3_controlnet(seed: int) -> DiffusionPipeline:
+    """Stable Diffusion 3 with a ControlNet (residuals added to the image stream after the blocks)."""
+    controlnet = _sd3_transformer(seed + 1, CONTROLNET_LAYERS, SD3ControlNetModel)
+    _randomize_zero_projections(controlnet)
+    return StableDiffusion3ControlNetPipeline(**_sd3_components(seed), controlnet=controlnet)
+
+
+def _sd3_components(seed: int) -> dict[str, Any]:
+    clip_tok, clip_tok_2, t5_tok = _clip_tokenizer(), _clip_tokenizer(), _t5_tokenizer()
+    return dict(
+        transformer=_sd3_transformer(seed, NUM_LAYERS),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=SD3_SHIFT),
         vae=_autoencoder_kl(seed, SD3_VAE_SCALING_FACTOR, SD3_VAE_SHIFT_FACTOR),
         text_encoder=_seeded(
@@ -605,7 +665,9 @@ _BUILDERS: dict[str, Callable[[int], DiffusionPipeline]] = {
     "tiny-random-flux": _build_flux,
     "tiny-random-flux-kontext": _build_flux_kontext,
     "tiny-random-flux-fill": _build_flux_fill,
+    "tiny-random-flux-controlnet": _build_flux_controlnet,
     "tiny-random-sd3": _build_sd3,
+    "tiny-random-sd3-controlnet": _build_sd3_controlnet,
     "tiny-random-pixart": _build_pixart,
     "tiny-random-qwen-image": _build_qwen_image,
     "tiny-random-qwen-image-edit": _build_qwen_image_edit,
@@ -685,8 +747,18 @@ def _family_kwargs(name: str) -> dict[str, Any]:
             **square,
             **t5_len,
         }
+    if name == "tiny-random-flux-controlnet":
+        return {"prompt": EXAMPLE_PROMPT, "control_image": _example_image(IMAGE_SIZE), **square, **t5_len}
     if name == "tiny-random-sd3":
         return {"prompt": EXAMPLE_PROMPT, "guidance_scale": CFG_SCALE, **square, **t5_len}
+    if name == "tiny-random-sd3-controlnet":
+        return {
+            "prompt": EXAMPLE_PROMPT,
+            "control_image": _example_image(IMAGE_SIZE),
+            "guidance_scale": CFG_SCALE,
+            **square,
+            **t5_len,
+        }
     if name == "tiny-random-pixart":
         return {
             "prompt": EXAMPLE_PROMPT,

@@ -19,6 +19,7 @@ from typing import Any
 from .. import models
 from ..hooks import step_tracker
 from ..hooks.context import DenoiseContext
+from ..hooks.parallel import check_context_parallel
 from ..methods import Method, MethodConfig, method_class, resolve_methods
 from ..stats import CallStats
 from .registry import adapter_for
@@ -111,6 +112,7 @@ class AcceleratedPipeline:
                 arguments[name] = kwargs[name] if name in accepted else kwargs.pop(name)
         for method in self._method_objects:
             method.prepare_call(self.context, arguments, kwargs)
+        check_context_parallel(self._method_objects, self.adapter.denoisers())
         self.context.begin_call(kwargs)
         self.context.call_arguments = arguments
         start = time.perf_counter()

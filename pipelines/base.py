@@ -19,7 +19,7 @@ from torch import nn
 
 Stream = Literal["joint", "single", "image"]
 AttentionKind = Literal["joint", "self", "cross"]
-Task = Literal["t2i", "edit", "inpaint", "t2v", "class"]
+Task = Literal["t2i", "edit", "inpaint", "control", "t2v", "class"]
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,12 @@ class Adapter:
         """The transformer(s) that are called once per step and branch."""
         return [self.pipeline.transformer]
 
+    def step_modules(self) -> list[nn.Module]:
+        """Every network the loop runs per step: the denoisers and a ControlNet (whose cost the
+        methods do not reduce). What FLOPs ratios are counted on."""
+        controlnet = getattr(self.pipeline, "controlnet", None)
+        return self.denoisers() + ([controlnet] if isinstance(controlnet, nn.Module) else [])
+
     def block_groups(self, denoiser: nn.Module) -> list[BlockGroup]:
         raise NotImplementedError
 
@@ -260,6 +266,15 @@ class Adapter:
         from a cache; valid inside the ``with`` block."""
         raise NotImplementedError(self.text_subset_support(denoiser))
         yield args, kwargs  # pragma: no cover
+
+    def block_additions(
+        self, denoiser: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> dict[int, torch.Tensor] | None:
+        """What the denoiser's own loop adds to the image stream after each block in this call,
+        by block index in execution order (ControlNet residuals), or None when it adds nothing.
+        A cache that stands in for a block range must leave these out of what it stores: the
+        loop adds the current ones again after every block, skipped or not."""
+        return None
 
     def noisy_latents(self, denoiser: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
         """(B, image tokens, C): the latents being denoised, as this forward was given them."""

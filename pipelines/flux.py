@@ -1,4 +1,5 @@
-"""FLUX.1 family: FluxPipeline, FluxKontextPipeline (reference image), FluxFillPipeline (mask).
+"""FLUX.1 family: FluxPipeline, FluxKontextPipeline (reference image), FluxFillPipeline (mask),
+FluxControlNetPipeline (ControlNet residuals added to the image stream after the blocks).
 
 Double-stream blocks keep text and image apart and attend jointly, text first; single-stream
 blocks see the concatenated [text, image] sequence. Kontext appends reference-image tokens after
@@ -7,6 +8,7 @@ the generated ones and marks them with a first position id of 1.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,7 +31,12 @@ TRUE_CFG_SCALE = 4.0  # used when a negative prompt is given without a scale (Qw
 
 class FluxAdapter(Adapter):
     family = "flux"
-    tasks = {"FluxPipeline": "t2i", "FluxKontextPipeline": "edit", "FluxFillPipeline": "inpaint"}
+    tasks = {
+        "FluxPipeline": "t2i",
+        "FluxKontextPipeline": "edit",
+        "FluxFillPipeline": "inpaint",
+        "FluxControlNetPipeline": "control",
+    }
 
     def __init__(self, pipeline) -> None:
         super().__init__(pipeline)
@@ -94,6 +101,21 @@ class FluxAdapter(Adapter):
         )
         return self._layout
 
+    def block_additions(self, denoiser, args, kwargs):
+        double, single = kwargs.get("controlnet_block_samples"), kwargs.get("controlnet_single_block_samples")
+        n_double = len(denoiser.transformer_blocks)
+        additions = {}
+        if double is not None:  # the index arithmetic of FluxTransformer2DModel.forward
+            interval = int(math.ceil(n_double / len(double)))
+            repeat = kwargs.get("controlnet_blocks_repeat", False)
+            for i in range(n_double):
+                additions[i] = double[i % len(double)] if repeat else double[i // interval]
+        if single is not None:
+            interval = int(math.ceil(len(denoiser.single_transformer_blocks) / len(single)))
+            for i in range(len(denoiser.single_transformer_blocks)):
+                additions[n_double + i] = single[i // interval]
+        return additions or None
+
     def image_subset_support(self, denoiser):
         return None
 
@@ -156,6 +178,10 @@ class FluxAdapter(Adapter):
         kwargs["prompt"] = request.prompt
         if self.task in ("edit", "inpaint") and request.image is None:
             raise ValueError(f"{type(self.pipeline).__name__} edits an image: pass --image")
+        if self.task == "control":
+            if request.image is None:
+                raise ValueError(f"{type(self.pipeline).__name__} follows a control image: pass --image")
+            kwargs["control_image"] = request.image
         if self.task == "edit":
             kwargs["image"] = request.image
             if request.height and request.width:

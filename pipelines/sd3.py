@@ -1,4 +1,5 @@
-"""Stable Diffusion 3 / 3.5: joint-attention MMDiT blocks, image tokens before text tokens.
+"""Stable Diffusion 3 / 3.5: joint-attention MMDiT blocks, image tokens before text tokens;
+StableDiffusion3ControlNetPipeline adds ControlNet residuals to the image stream after the blocks.
 
 The last block is ``context_pre_only`` and returns no text stream. CFG is batched as
 [uncond, cond] in one forward.
@@ -24,7 +25,7 @@ from .base import (
 
 class SD3Adapter(Adapter):
     family = "sd3"
-    tasks = {"StableDiffusion3Pipeline": "t2i"}
+    tasks = {"StableDiffusion3Pipeline": "t2i", "StableDiffusion3ControlNetPipeline": "control"}
 
     def block_groups(self, denoiser: nn.Module) -> list[BlockGroup]:
         io = BlockIO(hidden_out=1, encoder_out=0)
@@ -45,6 +46,16 @@ class SD3Adapter(Adapter):
         grid = self.patch_grid(hidden, denoiser.config.patch_size)
         return TokenLayout(image=grid[1] * grid[2], text=text.shape[1], text_in_sequence=True, grid=grid)
 
+    def block_additions(self, denoiser, args, kwargs):
+        samples = kwargs.get("block_controlnet_hidden_states")
+        if samples is None:
+            return None
+        blocks = denoiser.transformer_blocks
+        interval = len(blocks) / len(samples)  # the arithmetic of SD3Transformer2DModel.forward
+        return {
+            i: samples[int(i / interval)] for i, block in enumerate(blocks) if block.context_pre_only is False
+        }
+
     def text_subset_support(self, denoiser):
         return None
 
@@ -58,4 +69,11 @@ class SD3Adapter(Adapter):
         return self.batched_cfg_mode(call_kwargs, ("uncond", "cond"))
 
     def build_call(self, request: GenerationRequest) -> dict[str, Any]:
-        return {**self._common_call(request), "prompt": request.prompt}
+        kwargs = {**self._common_call(request), "prompt": request.prompt}
+        if self.task == "control":
+            if request.image is None:
+                raise ValueError(f"{type(self.pipeline).__name__} follows a control image: pass --image")
+            kwargs["control_image"] = request.image
+        elif request.image is not None:
+            raise ValueError(f"{type(self.pipeline).__name__} takes no image")
+        return kwargs

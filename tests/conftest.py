@@ -17,6 +17,8 @@ torch.set_num_threads(1)
 if not torch.cuda.is_available():  # Triton kernels run on CPU tensors in its interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# where make_pipe puts the tiny pipelines: benchmarks/gpu_check.sh sets cuda
+DEVICE = os.environ.get("DITACCEL_TEST_DEVICE", "cpu")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _connect = socket.socket.connect
 
@@ -36,7 +38,9 @@ from ditaccel.testing import example_call, tiny_pipeline  # noqa: E402
 
 
 def run(pipe, name: str, **overrides) -> np.ndarray:
-    """Call a (possibly accelerated) tiny pipeline with its example inputs; images as array."""
+    """Call a (possibly accelerated) tiny pipeline with its example inputs; images as array. The
+    global torch RNG is seeded too: SD3's ControlNet pipeline samples its control latents from it."""
+    torch.manual_seed(0)
     return np.asarray(output_images(pipe(**example_call(name, **overrides))))
 
 
@@ -65,7 +69,7 @@ def make_pipe():
     """Fresh tiny pipeline with progress bars off."""
 
     def make(name: str):
-        pipe = tiny_pipeline(name)
+        pipe = tiny_pipeline(name).to(DEVICE)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

@@ -2,6 +2,7 @@
 and the references against plain dense attention."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -32,13 +33,16 @@ if triton is not None:
 needs_triton = pytest.mark.skipif(triton is None, reason="Triton is not installed")
 
 TOL = {torch.float32: 1e-4, torch.float16: 2e-3}
+# benchmarks/gpu_check.sh runs these on the GPU (DITACCEL_TEST_DEVICE=cuda); CPU tensors take
+# Triton's interpreter (conftest)
+DEVICE = torch.device(os.environ.get("DITACCEL_TEST_DEVICE", "cpu"))
 
 
 def qkv(batch, heads, q_len, kv_len, dim, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
-    q = torch.randn(batch, heads, q_len, dim, generator=g).to(dtype)
-    k = torch.randn(batch, heads, kv_len, dim, generator=g).to(dtype)
-    v = torch.randn(batch, heads, kv_len, dim, generator=g).to(dtype)
+    q = torch.randn(batch, heads, q_len, dim, generator=g).to(DEVICE, dtype)
+    k = torch.randn(batch, heads, kv_len, dim, generator=g).to(DEVICE, dtype)
+    v = torch.randn(batch, heads, kv_len, dim, generator=g).to(DEVICE, dtype)
     return q, k, v
 
 
@@ -58,7 +62,7 @@ def random_mask(batch, heads, q_len, kv_len, bq, bk, density, seed, empty_row=Fa
     keep = torch.rand(batch, heads, num_blocks(q_len, bq), num_blocks(kv_len, bk), generator=g) < density
     if empty_row:
         keep[0, 0, 0] = False
-    return BlockMask.from_dense(keep, bq, bk, q_len, kv_len)
+    return BlockMask.from_dense(keep.to(DEVICE), bq, bk, q_len, kv_len)
 
 
 def close(a, b, tol):

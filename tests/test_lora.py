@@ -9,10 +9,11 @@ import torch
 from conftest import run
 
 from ditaccel import AcceleratedPipeline
+from ditaccel.testing import synthetic_profile
 
 peft = pytest.importorskip("peft")  # the dev extra installs it
 
-FLUX = "tiny-random-flux"
+FLUX, KONTEXT = "tiny-random-flux", "tiny-random-flux-kontext"
 
 
 def _make_lora(pipe, folder, seed: int) -> str:
@@ -73,13 +74,26 @@ def test_methods_none_is_the_plain_lora_pipeline_bit_for_bit(make_pipe, loras):
 
 
 @pytest.mark.parametrize(
-    "spec", ["deepcache:interval=2", "adaptive-cache:threshold=0.5", "sparse-attention:density=0.5"]
+    ("name", "spec"),
+    [
+        (FLUX, "deepcache:interval=2"),
+        (FLUX, "adaptive-cache:threshold=0.5"),
+        (FLUX, "calibrated-cache:flops_ratio=0.5"),
+        (FLUX, "sparse-attention:density=0.5"),
+        (FLUX, "block-external:external=text,refresh=2"),
+        (FLUX, "peer-fbcache"),
+        (KONTEXT, "block-external:refresh=2"),
+        (KONTEXT, "region-edit:threshold=0.99"),
+    ],
 )
-def test_a_cache_never_serves_across_a_change_of_weights(spec, make_pipe, loras):
+def test_a_cache_never_serves_across_a_change_of_weights(name, spec, make_pipe, loras, tmp_path):
     """Each call of a wrapped pipeline whose adapter weights changed since its last call gives what
     a freshly wrapped pipeline with those weights gives: nothing cached under the old weights."""
     first, second = loras
-    pipe = make_pipe(FLUX)
+    if spec.startswith("calibrated-cache"):
+        path = synthetic_profile(make_pipe(name), steps=4).save(tmp_path / "profile.json")
+        spec = spec.replace("calibrated-cache:", f"calibrated-cache:profile={path},")
+    pipe = make_pipe(name)
     pipe.load_lora_weights(first, adapter_name="first")
     pipe.load_lora_weights(second, adapter_name="second")
     acc = AcceleratedPipeline.from_pipe(pipe, spec)
@@ -87,13 +101,13 @@ def test_a_cache_never_serves_across_a_change_of_weights(spec, make_pipe, loras)
     settings = [(["first"], [1.0]), (["second"], [1.0]), (["first", "second"], [0.3, 0.9])]
     for adapters, weights in settings:
         acc.set_adapters(adapters, weights)
-        outputs.append(run(acc, FLUX, steps=4))
+        outputs.append(run(acc, name, steps=4))
     acc.remove()
     for (adapters, weights), served in zip(settings, outputs, strict=True):
-        fresh_pipe = make_pipe(FLUX)
+        fresh_pipe = make_pipe(name)
         fresh_pipe.load_lora_weights(first, adapter_name="first")
         fresh_pipe.load_lora_weights(second, adapter_name="second")
         fresh_pipe.set_adapters(adapters, weights)
         fresh = AcceleratedPipeline.from_pipe(fresh_pipe, spec)
-        assert np.array_equal(run(fresh, FLUX, steps=4), served), adapters
+        assert np.array_equal(run(fresh, name, steps=4), served), adapters
     assert not np.array_equal(outputs[0], outputs[1])

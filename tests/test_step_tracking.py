@@ -67,7 +67,13 @@ def test_steps_branches_and_layout(name, make_pipe):
     # one state per branch, created at the first step and kept through the call
     assert _probe(acc).created == per_step
     assert acc.context.cfg.enabled == (
-        name not in ("tiny-random-flux", "tiny-random-flux-kontext", "tiny-random-flux-fill")
+        name
+        not in (
+            "tiny-random-flux",
+            "tiny-random-flux-kontext",
+            "tiny-random-flux-fill",
+            "tiny-random-flux-controlnet",
+        )
     )
 
 

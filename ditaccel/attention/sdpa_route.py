@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from ..hooks.install import register_hook, remove_hook
 
 Handler = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "float | None"], "torch.Tensor | None"]
 
@@ -43,7 +45,14 @@ class _Route(TorchFunctionMode):
             return None
         if key.shape[1] != query.shape[1]:
             return None
-        return self.handler(query, key, value, scale)
+        return _run_handler(self.handler, query, key, value, scale)
+
+
+@torch.compiler.disable
+def _run_handler(handler: Handler, query, key, value, scale):
+    """The handler runs eagerly under ``torch.compile``: it decides from Python state (the step,
+    what is cached) that a traced graph would freeze at its first trace."""
+    return handler(query, key, value, scale)
 
 
 class SDPARoute(ModelHook):
@@ -65,8 +74,8 @@ class SDPARoute(ModelHook):
 
 
 def attach(module: nn.Module, name: str, handler: Handler, active: Callable[[], bool] | None = None) -> None:
-    HookRegistry.check_if_exists_or_initialize(module).register_hook(SDPARoute(handler, active), name)
+    register_hook(module, SDPARoute(handler, active), name)
 
 
 def detach(module: nn.Module, name: str) -> None:
-    HookRegistry.check_if_exists_or_initialize(module).remove_hook(name, recurse=False)
+    remove_hook(module, name)

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 
 from ..attention import sdpa_route
+from ..hooks.install import register_hook, remove_hook
 
 _HOOK = "ditaccel.profiler.drop_context"
 
@@ -99,9 +100,7 @@ def context_sensitivity_proxy(pipe: Any, sites: list, calls: list[dict[str, Any]
     hook, handles, seen = "ditaccel.profiler.context_proxy", [], []
     at = set(proxy_steps(steps, count))
     for denoiser in pipe.adapter.denoisers():
-        HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(
-            _Perturb(pipe.context, sites, at, changes, seen), hook
-        )
+        register_hook(denoiser, _Perturb(pipe.context, sites, at, changes, seen), hook)
         first = pipe.adapter.blocks(denoiser)[0][1]  # inside the forward: the step is known there
         handles.append(
             first.register_forward_pre_hook(
@@ -116,7 +115,7 @@ def context_sensitivity_proxy(pipe: Any, sites: list, calls: list[dict[str, Any]
         for handle in handles:
             handle.remove()
         for denoiser in pipe.adapter.denoisers():
-            HookRegistry.check_if_exists_or_initialize(denoiser).remove_hook(hook, recurse=False)
+            remove_hook(denoiser, hook)
     layers = [s.name for s in sites if changes[s.name]]
     return layers, [round(float(np.mean(changes[name])), 6) for name in layers]
 

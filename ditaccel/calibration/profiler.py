@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from tqdm.auto import tqdm
 
 from ..attention import sdpa_route
 from ..attention.external import EXTERNAL_KINDS, sequence_indices
 from ..hooks.block_range import flat_blocks
+from ..hooks.install import register_hook, remove_hook
 from ..metrics.flops import count_flops, discount_flops
 from .context_sensitivity import context_sensitivity, context_sensitivity_proxy, relative_l1
 from .profile import Profile, fingerprint
@@ -239,15 +240,13 @@ class Profiler:
     def attach(self) -> None:
         self.densities: dict[str, list[torch.Tensor]] = defaultdict(list)
         for index, block in enumerate(self.blocks):
-            HookRegistry.check_if_exists_or_initialize(block.module).register_hook(
-                _BlockProbe(self, index), _HOOK
-            )
+            register_hook(block.module, _BlockProbe(self, index), _HOOK)
         for site in self.sites:
             sdpa_route.attach(site.module, _HOOK, self._attention_handler(site))
 
     def detach(self) -> None:
         for block in self.blocks:
-            HookRegistry.check_if_exists_or_initialize(block.module).remove_hook(_HOOK, recurse=False)
+            remove_hook(block.module, _HOOK)
         for site in self.sites:
             sdpa_route.detach(site.module, _HOOK)
 

@@ -13,7 +13,7 @@ from .planner import plan_all
 from .profile import Profile
 from .profiler import Profiler, ProfilerConfig
 
-TASKS = ("t2i", "edit")
+TASKS = ("t2i", "edit", "control")
 
 
 @dataclass

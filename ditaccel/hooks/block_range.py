@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from torch import nn
 
 from ..pipelines import Adapter, BlockIO
 from .context import DenoiseContext
+from .install import register_hook, remove_hook
 from .step_info import StepInfo
 
 Streams = tuple[torch.Tensor, "torch.Tensor | None"]
@@ -70,11 +71,27 @@ class _RangeHook(ModelHook):
         self.index = index
 
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        standin = self._enter(args, kwargs)
+        if standin is _OUTSIDE:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        if standin is not None:
+            return self.owner.blocks[self.index].io.join_output(*standin)
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        if self.index == len(self.owner.blocks) - 1:
+            self._computed(output)
+        return output
+
+    # The decisions and the bookkeeping read Python state (the step, what is cached, the call's
+    # statistics): under torch.compile they run eagerly, so that a traced graph neither freezes
+    # them nor guards on them (which recompiled on the next call); the blocks stay compiled.
+    @torch.compiler.disable
+    def _enter(self, args: tuple, kwargs: dict) -> Streams | None | object:
+        """Streams to return instead of running the block, None to run it, or ``_OUTSIDE``."""
         owner, block = self.owner, self.owner.blocks[self.index]
         context = owner.context
         info = context.current
         if info is None or info.denoiser != owner.denoiser_index:  # outside a tracked forward
-            return self.fn_ref.original_forward(*args, **kwargs)
+            return _OUTSIDE
         state = context.state(owner.key, _ForwardState, by_rows=True)
         if self.index == 0:
             hidden, encoder = block.io.split_input(args, kwargs)
@@ -82,17 +99,23 @@ class _RangeHook(ModelHook):
             state.entry = None if state.standin is not None else (hidden, encoder)
             if state.standin is not None:
                 context.stats.reuse_blocks(len(owner.blocks), [b.name for b in owner.blocks])
-        if state.standin is not None:
-            streams = state.standin if self.index == 0 else block.io.split_input(args, kwargs)
-            return block.io.join_output(*streams)
-        output = self.fn_ref.original_forward(*args, **kwargs)
-        if self.index == len(owner.blocks) - 1:
-            hidden, encoder = block.io.split_output(output)
-            start_hidden, start_encoder = state.entry
-            residual_encoder = None if encoder is None or start_encoder is None else encoder - start_encoder
-            owner.policy.computed(info, hidden - start_hidden, residual_encoder)
-            state.entry = None
-        return output
+        if state.standin is None:
+            return None
+        return state.standin if self.index == 0 else block.io.split_input(args, kwargs)
+
+    @torch.compiler.disable
+    def _computed(self, output: Any) -> None:
+        owner, block = self.owner, self.owner.blocks[self.index]
+        info = owner.context.current
+        state = owner.context.state(owner.key, _ForwardState, by_rows=True)
+        hidden, encoder = block.io.split_output(output)
+        start_hidden, start_encoder = state.entry
+        residual_encoder = None if encoder is None or start_encoder is None else encoder - start_encoder
+        owner.policy.computed(info, owner.blocks_only(info, hidden - start_hidden), residual_encoder)
+        state.entry = None
+
+
+_OUTSIDE = object()  # the forward is not one the step tracker follows: run the block as is
 
 
 class BlockRange:
@@ -114,17 +137,26 @@ class BlockRange:
         self.policy = policy
         self.hook_name = f"ditaccel.{name}"
         self.key = f"{name}.range"
+        order = [b.module for b in flat_blocks(context.adapter, context.adapter.denoisers()[denoiser_index])]
+        self.flat_indices = [next(i for i, m in enumerate(order) if m is b.module) for b in self.blocks]
+
+    def blocks_only(self, info: StepInfo, residual: torch.Tensor) -> torch.Tensor:
+        """The range's image residual without what the loop added between its blocks (ControlNet
+        residuals): served later, the loop adds that step's own after each block again."""
+        if not info.additions:
+            return residual
+        for index in self.flat_indices[:-1]:  # after the last block the loop adds it outside the range
+            if index in info.additions:
+                residual = residual - info.additions[index]
+        return residual
 
     def attach(self) -> None:
         for index, block in enumerate(self.blocks):
-            registry = HookRegistry.check_if_exists_or_initialize(block.module)
-            registry.register_hook(_RangeHook(self, index), self.hook_name)
+            register_hook(block.module, _RangeHook(self, index), self.hook_name)
 
     def detach(self) -> None:
         for block in self.blocks:
-            HookRegistry.check_if_exists_or_initialize(block.module).remove_hook(
-                self.hook_name, recurse=False
-            )
+            remove_hook(block.module, self.hook_name)
 
 
 class InputProbe(ModelHook):

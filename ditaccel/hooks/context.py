@@ -100,8 +100,9 @@ class DenoiseContext:
         hidden = args[0] if args else kwargs.get("hidden_states")
         signature = (tuple(hidden.shape), hidden.dtype, hidden.device)
         layout = self.adapter.token_layout(denoiser, args, kwargs)
+        additions = self.adapter.block_additions(denoiser, args, kwargs)
         self.current = StepInfo(
-            step, total, branch, name or f"call{branch}", denoiser_index, layout, signature
+            step, total, branch, name or f"call{branch}", denoiser_index, layout, signature, additions
         )
         self.stats.begin_forward(self.current)
         return self.current

@@ -7,6 +7,7 @@ Its own module so that call statistics (``ditaccel.stats``) and the denoising co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..pipelines import TokenLayout
 
@@ -27,6 +28,8 @@ class StepInfo:
     denoiser: int
     layout: TokenLayout
     signature: tuple
+    # what the denoiser's loop adds to the image stream after each block (adapter.block_additions)
+    additions: dict[int, Any] | None = None
 
     @property
     def is_first(self) -> bool:

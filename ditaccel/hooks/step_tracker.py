@@ -10,10 +10,11 @@ import sys
 from typing import Any
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .context import DenoiseContext
+from .install import register_hook, remove_hook
 
 HOOK_NAME = "ditaccel.step_tracker"
 
@@ -80,10 +81,9 @@ def attach(context: DenoiseContext) -> None:
     """Put a tracker on every denoiser of the context's pipeline (outermost hook)."""
     ensure_unwrapped(context.adapter.denoisers())
     for index, denoiser in enumerate(context.adapter.denoisers()):
-        registry = HookRegistry.check_if_exists_or_initialize(denoiser)
-        registry.register_hook(StepTrackerHook(context, index), HOOK_NAME)
+        register_hook(denoiser, StepTrackerHook(context, index), HOOK_NAME)
 
 
 def detach(context: DenoiseContext) -> None:
     for denoiser in context.adapter.denoisers():
-        HookRegistry.check_if_exists_or_initialize(denoiser).remove_hook(HOOK_NAME, recurse=False)
+        remove_hook(denoiser, HOOK_NAME)

@@ -17,10 +17,11 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-from diffusers.hooks import HookRegistry
 
 from ..hooks.block_range import BlockRange, InputProbe, Streams, flat_blocks
 from ..hooks.context import DenoiseContext
+from ..hooks.install import register_hook, remove_hook
+from ..hooks.parallel import context_parallel_group, global_relative_l1
 from ..hooks.step_info import StepInfo
 from ..pipelines import Adapter
 from .base import MethodConfig, RangeMethod
@@ -74,6 +75,16 @@ def relative_l1(current: torch.Tensor, previous: torch.Tensor, halves: int = 1) 
     return torch.stack(changes).max()
 
 
+def _change(
+    context: DenoiseContext, info: StepInfo, current: torch.Tensor, previous: torch.Tensor, halves: int
+):
+    """The probe's relative change; under context parallelism, of the whole sequence (all ranks)."""
+    group = context_parallel_group(context.adapter.denoisers()[info.denoiser])
+    if group is None:
+        return relative_l1(current, previous, halves)
+    return global_relative_l1(current, previous, halves, group)
+
+
 class _AdaptivePolicy:
     def __init__(self, context: DenoiseContext, config: AdaptiveCacheConfig, key: str) -> None:
         self.context = context
@@ -95,7 +106,7 @@ class _AdaptivePolicy:
         if forced or previous is None or not state.hidden.ready or state.reuses >= c.max_reuse:
             return self._compute(state)
         halves = max(1, len(self.context.cfg.batched))
-        state.accumulated = state.accumulated + relative_l1(probe, previous, halves)
+        state.accumulated = state.accumulated + _change(self.context, info, probe, previous, halves)
         if not float(state.accumulated) < c.threshold:  # the step's one scalar read
             return self._compute(state)
         state.reuses += 1
@@ -124,6 +135,7 @@ _PROBE_HOOK = f"ditaccel.{_KEY}.probe"
 @register_method("adaptive-cache")
 class AdaptiveCache(RangeMethod):
     config_class = AdaptiveCacheConfig
+    context_parallel = True
     exclusive = "step-cache"
 
     def __init__(self, config: AdaptiveCacheConfig) -> None:
@@ -139,8 +151,7 @@ class AdaptiveCache(RangeMethod):
         c, key = self.config, _KEY
         for index, denoiser in enumerate(context.adapter.denoisers()):
             first = flat_blocks(context.adapter, denoiser)[0]
-            registry = HookRegistry.check_if_exists_or_initialize(first.module)
-            registry.register_hook(InputProbe(context, index, first.io, f"{key}.probe"), _PROBE_HOOK)
+            register_hook(first.module, InputProbe(context, index, first.io, f"{key}.probe"), _PROBE_HOOK)
             self._probes.append(first.module)
             policy = _AdaptivePolicy(context, c, key)
             block_range = BlockRange(context, index, deep_range(context.adapter, denoiser, c.front, c.back, c.method),
@@ -150,5 +161,5 @@ class AdaptiveCache(RangeMethod):
     def remove(self, context: DenoiseContext) -> None:
         super().remove(context)
         for module in self._probes:
-            HookRegistry.check_if_exists_or_initialize(module).remove_hook(_PROBE_HOOK, recurse=False)
+            remove_hook(module, _PROBE_HOOK)
         self._probes.clear()

@@ -85,6 +85,9 @@ class Method:
     # hooked inside the other methods' hooks (applied first), so that it sees the call as they
     # pass it on (e.g. a subset of the tokens) and they see its result
     inner: ClassVar[bool] = False
+    # keeps the same decisions on every rank under context parallelism (each rank sees a shard of
+    # the sequence): fixed schedules, or decisions from values reduced over the group
+    context_parallel: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config

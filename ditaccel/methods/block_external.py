@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 
 from ..attention import sdpa_route
 from ..attention.external import sequence_indices
 from ..hooks.context import DenoiseContext
+from ..hooks.install import register_hook, remove_hook
 from ..hooks.rows import full_length
 from ..kernels.attention import attention_with_lse, merge_attention
 from ..pipelines import Adapter, TokenLayout
@@ -342,9 +343,7 @@ class BlockExternal(Method):
         self.context = context
         self._sites = []
         for denoiser in context.adapter.denoisers():
-            HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(
-                _TransformerHook(self, context), _HOOK
-            )
+            register_hook(denoiser, _TransformerHook(self, context), _HOOK)
             self._modules.append(denoiser)
             for site in context.adapter.sequence_attention_sites(denoiser):
                 sdpa_route.attach(site.module, _HOOK, self._attention(site), active=self._routing(site))
@@ -353,7 +352,7 @@ class BlockExternal(Method):
 
     def remove(self, context: DenoiseContext) -> None:
         for module in self._modules:
-            HookRegistry.check_if_exists_or_initialize(module).remove_hook(_HOOK, recurse=False)
+            remove_hook(module, _HOOK)
         self._modules.clear()
         self._sites = []
 

@@ -110,6 +110,7 @@ class _BlockPolicy:
 @register_method("calibrated-cache")
 class CalibratedCache(RangeMethod):
     config_class = CalibratedCacheConfig
+    context_parallel = True
     exclusive = "step-cache"
 
     def __init__(self, config: CalibratedCacheConfig) -> None:

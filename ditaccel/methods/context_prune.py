@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 
 from ..attention import sdpa_route
 from ..calibration.profile import Profile, fingerprint, shipped_profile
 from ..hooks.block_range import flat_blocks
 from ..hooks.context import DenoiseContext
+from ..hooks.install import register_hook, remove_hook
 from ..hooks.rows import full_length
 from ..pipelines import Adapter, TokenLayout
 from .base import Method, MethodConfig
@@ -300,7 +301,9 @@ class ContextPrune(Method):
             bias = torch.zeros(k.shape[2], dtype=q.dtype, device=q.device)
             start = image_at + layout.image
             bias[start : start + state.kept.numel()] = state.sizes.to(q.dtype).log()
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias[None, None, None], scale=scale)
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias[None, None, None], scale=scale
+            )
 
         return handler
 
@@ -316,16 +319,12 @@ class ContextPrune(Method):
             return
         adapter = context.adapter
         for denoiser in adapter.denoisers():
-            HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(
-                _TransformerHook(self, context), _HOOK
-            )
+            register_hook(denoiser, _TransformerHook(self, context), _HOOK)
             self._modules.append(denoiser)
             blocks = flat_blocks(adapter, denoiser)
             first = [b.name for b in blocks].index(self.pruned_from)
             for block in blocks[first:]:
-                HookRegistry.check_if_exists_or_initialize(block.module).register_hook(
-                    _BlockHook(self, denoiser, block, block is blocks[first]), _HOOK
-                )
+                register_hook(block.module, _BlockHook(self, denoiser, block, block is blocks[first]), _HOOK)
                 self._modules.append(block.module)
             pruned_blocks = {b.name for b in blocks[first:]}
             for site in adapter.sequence_attention_sites(denoiser):
@@ -345,5 +344,5 @@ class ContextPrune(Method):
 
     def remove(self, context: DenoiseContext) -> None:
         for module in self._modules:
-            HookRegistry.check_if_exists_or_initialize(module).remove_hook(_HOOK, recurse=False)
+            remove_hook(module, _HOOK)
         self._modules.clear()

@@ -104,6 +104,7 @@ def deep_range(adapter: Adapter, denoiser: torch.nn.Module, front: int, back: in
 @register_method("deepcache")
 class DeepCache(RangeMethod):
     config_class = DeepCacheConfig
+    context_parallel = True
     exclusive = "step-cache"
 
     def check(self, adapter: Adapter) -> None:

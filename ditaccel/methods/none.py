@@ -16,3 +16,4 @@ class NoneConfig(MethodConfig):
 @register_method("none")
 class NoneMethod(Method):
     config_class = NoneConfig
+    context_parallel = True

@@ -25,13 +25,14 @@ from typing import Literal
 
 import numpy as np
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 
 from ..attention import sdpa_route
 from ..editing.masks import grey, high_frequency_tokens, image_size, mask_pixels, pixel_tokens, single_image
 from ..editing.regions import edited_tokens, one_step_estimate
 from ..editing.velocity import VelocityCache
 from ..hooks.context import DenoiseContext
+from ..hooks.install import register_hook, remove_hook
 from ..hooks.step_info import StepInfo
 from ..pipelines import Adapter
 from .base import Method, MethodConfig
@@ -379,9 +380,7 @@ class RegionEdit(Method):
         self.context = context
         self._sites = []
         for denoiser in context.adapter.denoisers():
-            HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(
-                _TransformerHook(self, context), _HOOK
-            )
+            register_hook(denoiser, _TransformerHook(self, context), _HOOK)
             self._modules.append(denoiser)
             for site in context.adapter.sequence_attention_sites(denoiser):
                 sdpa_route.attach(site.module, _HOOK, self._attention(site.name), active=self._routing)
@@ -390,6 +389,6 @@ class RegionEdit(Method):
 
     def remove(self, context: DenoiseContext) -> None:
         for module in self._modules:
-            HookRegistry.check_if_exists_or_initialize(module).remove_hook(_HOOK, recurse=False)
+            remove_hook(module, _HOOK)
         self._modules.clear()
         self._sites = []

@@ -109,6 +109,10 @@ def _tiny_edit_cases() -> list[Case]:
     ]
 
 
+def _tiny_control_cases() -> list[Case]:
+    return [Case(p, seed=i, image=_synthetic_source(_TINY_SIZE, i)) for i, p in enumerate(_TINY_PROMPTS[:3])]
+
+
 def _tiny(
     name: str, pipeline: str, task: str, prompts: tuple[str, ...] = _TINY_PROMPTS, **kwargs: Any
 ) -> ModelEntry:
@@ -119,7 +123,7 @@ def _tiny(
         return testing.tiny_pipeline(name, **({"torch_dtype": dtype} if dtype is not None else {}))
 
     sized = pipeline != "DiTPipeline"
-    cases = _tiny_edit_cases if task == "edit" else _tiny_t2i_cases(prompts)
+    cases = {"edit": _tiny_edit_cases, "control": _tiny_control_cases}.get(task) or _tiny_t2i_cases(prompts)
     return ModelEntry(
         name=name,
         description="random weights: for tests and plumbing, not quality",
@@ -191,7 +195,9 @@ _ENTRIES = [
     _tiny("tiny-random-flux", "FluxPipeline", "t2i"),
     _tiny("tiny-random-flux-kontext", "FluxKontextPipeline", "edit"),
     _tiny("tiny-random-flux-fill", "FluxFillPipeline", "edit"),
+    _tiny("tiny-random-flux-controlnet", "FluxControlNetPipeline", "control"),
     _tiny("tiny-random-sd3", "StableDiffusion3Pipeline", "t2i"),
+    _tiny("tiny-random-sd3-controlnet", "StableDiffusion3ControlNetPipeline", "control"),
     _tiny(
         "tiny-random-pixart", "PixArtSigmaPipeline", "t2i", call_defaults={"use_resolution_binning": False}
     ),
