@@ -26,6 +26,7 @@ CASES = [
     (QWEN, "sparse-attention:density=0.5"),
     (KONTEXT, "block-external:refresh=2"),
     (KONTEXT, "region-edit:threshold=0.99"),
+    (KONTEXT, "context-prune:keep=0.5,refresh=3"),
 ]
 
 
@@ -34,6 +35,15 @@ def test_compiled_wrapped_pipeline_computes_what_eager_computes(name, spec, make
     if spec.startswith("calibrated-cache"):
         path = synthetic_profile(make_pipe(name), steps=STEPS).save(tmp_path / "profile.json")
         spec = spec.replace("calibrated-cache:", f"calibrated-cache:profile={path},")
+    if spec.startswith("context-prune"):
+        pipe = make_pipe(name)
+        acc = AcceleratedPipeline.from_pipe(pipe, [])
+        sites = [site.name for site in acc.adapter.sequence_attention_sites(pipe.transformer)]
+        acc.remove()
+        profile = synthetic_profile(
+            pipe, steps=STEPS, context_layers=sites, context_sensitivity=[0.9] + [0.1] * (len(sites) - 1)
+        )
+        spec = spec.replace("context-prune:", f"context-prune:profile={profile.save(tmp_path / 'p.json')},")
     eager = run(AcceleratedPipeline.from_pipe(make_pipe(name), spec), name, steps=STEPS)
     pipe = make_pipe(name)
     acc = AcceleratedPipeline.from_pipe(pipe, spec)

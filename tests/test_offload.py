@@ -55,6 +55,7 @@ METHODS = [
     (KONTEXT, "region-edit:threshold=1"),
     (KONTEXT, "block-external:refresh=3"),
     (KONTEXT, "block-external:refresh=3,mode=kv+region-edit:threshold=1"),
+    (KONTEXT, "context-prune:keep=0.5,refresh=3"),
 ]
 STEPS = 6
 
@@ -63,6 +64,14 @@ def _spec(spec: str, pipe, tmp_path) -> str:
     if spec.startswith("calibrated-cache"):
         path = synthetic_profile(pipe, steps=STEPS).save(tmp_path / "profile.json")
         return spec.replace("calibrated-cache:", f"calibrated-cache:profile={path},")
+    if spec.startswith("context-prune"):
+        acc = AcceleratedPipeline.from_pipe(pipe, [])
+        sites = [site.name for site in acc.adapter.sequence_attention_sites(pipe.transformer)]
+        acc.remove()
+        sensitivity = [0.9] + [0.1] * (len(sites) - 1)
+        profile = synthetic_profile(pipe, steps=STEPS, context_layers=sites, context_sensitivity=sensitivity)
+        path = profile.save(tmp_path / "profile.json")
+        return spec.replace("context-prune:", f"context-prune:profile={path},")
     return spec
 
 
