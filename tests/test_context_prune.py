@@ -262,4 +262,6 @@ def test_merge_with_every_token_kept_is_the_plain_pipeline(name, make_pipe, tmp_
     plain = torch.from_numpy(run(pipe, name, steps=3).astype(np.float32))
     spec = f"context-prune:keep=0.9999,merge=true,profile={_profile(pipe, tmp_path)}"
     acc = AcceleratedPipeline.from_pipe(pipe, spec)
-    torch.testing.assert_close(torch.from_numpy(run(acc, name, steps=3).astype(np.float32)), plain, atol=1.0, rtol=0)
+    torch.testing.assert_close(
+        torch.from_numpy(run(acc, name, steps=3).astype(np.float32)), plain, atol=1.0, rtol=0
+    )
