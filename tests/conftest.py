@@ -44,6 +44,17 @@ def run(pipe, name: str, **overrides) -> np.ndarray:
     return np.asarray(output_images(pipe(**example_call(name, **overrides))))
 
 
+def with_profile(spec: str, pipe, tmp_path, steps: int) -> str:
+    """``spec`` with a synthetic profile of ``pipe`` (``steps`` steps) given to ``calibrated-cache``;
+    other specs unchanged."""
+    if not spec.startswith("calibrated-cache"):
+        return spec
+    from ditaccel.testing import synthetic_profile
+
+    path = synthetic_profile(pipe, steps=steps).save(tmp_path / "profile.json")
+    return spec.replace("calibrated-cache:", f"calibrated-cache:profile={path},")
+
+
 def velocities(pipe, name: str, **call) -> list[torch.Tensor]:
     """The generated tokens' velocity of every transformer call of one pipeline call (the rows
     the loop keeps), for tests of what a method serves."""
