@@ -427,3 +427,23 @@ def _fields(profile: Profile) -> dict:
     from dataclasses import fields
 
     return {f.name: getattr(profile, f.name) for f in fields(profile) if f.name != "tensors"}
+
+
+def test_magnitude_ratios_are_the_ones_magcache_calibration_prints(make_pipe, capsys):
+    """The profile's per-step magnitude ratios equal what diffusers' MagCache calibration mode prints
+    for the same call, so peer-magcache runs as calibrated as MagCache's authors intend."""
+    from diffusers import MagCacheConfig
+
+    name, steps = "tiny-random-flux", 5
+    plain = make_pipe(name)
+    plain.transformer.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=steps))
+    capsys.readouterr()
+    plain(**example_call(name, seed=0, steps=steps))
+    printed = capsys.readouterr().out
+    plain.transformer.disable_cache()
+    expected = [float(x) for x in printed.split("[")[-1].split("]")[0].split(",")]
+    pipe = AcceleratedPipeline.from_pipe(plain, methods=[])
+    profile = Profiler(pipe, ProfilerConfig(max_gap=2)).profile(_calls(name, (0,), steps), name, steps=steps)
+    assert len(expected) == steps and profile.mag_ratios[0] == 1.0
+    np.testing.assert_allclose(profile.mag_ratios, expected, rtol=1e-4)
+    assert len(set(profile.mag_ratios[1:])) > 1  # real, step-dependent values

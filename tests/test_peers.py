@@ -41,7 +41,7 @@ def test_peers_cache_when_allowed(make_pipe):
         ("tiny-random-sd3", "peer-fbcache", "no diffusers cache support"),
         ("tiny-random-pixart", "peer-taylorseer", "no diffusers cache support"),
         ("tiny-random-flux-kontext", "peer-fbcache", "does not set a cache_context"),
-        ("tiny-random-wan", "peer-magcache", "only defined for"),
+        ("tiny-random-wan", "peer-magcache", "FLUX.1 only; calibrate"),
     ],
 )
 def test_unsupported_peers_are_refused(name, spec, message, make_pipe):
@@ -52,3 +52,46 @@ def test_unsupported_peers_are_refused(name, spec, message, make_pipe):
 def test_peers_exclude_ditaccel_caches(make_pipe):
     with pytest.raises(ValueError):
         AcceleratedPipeline.from_pipe(make_pipe("tiny-random-flux"), methods="peer-fbcache+deepcache")
+
+
+def _with_ratios(pipe, tmp_path, ratios):
+    """A calibration profile of ``pipe``'s transformer holding ``ratios`` as its magnitude ratios."""
+    from ditaccel.calibration.profile import Profile, fingerprint
+    from ditaccel.hooks.block_range import flat_blocks
+
+    probe = AcceleratedPipeline.from_pipe(pipe, methods=[])
+    denoiser = probe.adapter.denoisers()[0]
+    blocks = [b.name for b in flat_blocks(probe.adapter, denoiser)]
+    probe.remove()
+    zeros = [[0.0] * len(blocks) for _ in ratios]
+    profile = Profile(model="tiny", pipeline=type(pipe).__name__, steps=len(ratios), prompts=1, blocks=blocks,
+                      block_change=zeros, block_change_cv=zeros, fingerprint=fingerprint(denoiser.config),
+                      mag_ratios=list(ratios))  # fmt: skip
+    return profile.save(tmp_path / f"ratios{ratios[1]}.json")
+
+
+@pytest.mark.parametrize("name", ["tiny-random-flux", "tiny-random-wan"])
+def test_magcache_gates_on_the_profiles_calibrated_ratios(name, make_pipe, tmp_path):
+    """Ratios of 1 (nothing changes) let MagCache skip every step after the retained ones; ratios of
+    3 never let it skip: the ratios it gates on are the profile's, on any family with cache hooks."""
+    pipe = make_pipe(name)
+    plain = run(pipe, name, steps=6)
+    spec = "peer-magcache:num_inference_steps=6,threshold=0.5,retention_ratio=0.2,ratios=profile,profile={}"
+    still = AcceleratedPipeline.from_pipe(pipe, methods=spec.format(_with_ratios(pipe, tmp_path, [1.0] * 6)))
+    assert not np.array_equal(run(still, name, steps=6), plain)
+    still.remove()
+    moving = AcceleratedPipeline.from_pipe(pipe, methods=spec.format(_with_ratios(pipe, tmp_path, [3.0] * 6)))
+    assert np.array_equal(run(moving, name, steps=6), plain)
+    moving.remove()
+
+
+def test_magcache_without_ratios_in_the_profile_is_refused(make_pipe, tmp_path):
+    pipe = make_pipe("tiny-random-flux")
+    path = _with_ratios(pipe, tmp_path, [1.0] * 4)
+    from ditaccel.calibration.profile import Profile
+
+    profile = Profile.load(path)
+    profile.mag_ratios = []
+    profile.save(path)
+    with pytest.raises(ValueError, match="ratios=profile needs magnitude ratios"):
+        AcceleratedPipeline.from_pipe(pipe, methods=f"peer-magcache:ratios=profile,profile={path}")

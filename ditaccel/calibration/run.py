@@ -1,4 +1,5 @@
-"""``ditaccel calibrate``: load a model, profile it on a prompt set, plan, return the profile."""
+"""``ditaccel calibrate``: load a model, profile it on a prompt set, plan, verify the cache plans on
+a few of the prompts (:mod:`.verify`), return the profile."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .. import models
 from .planner import plan_all
 from .profile import Profile
 from .profiler import Profiler, ProfilerConfig
+from .verify import VERIFY_PROMPTS, verification_work, verify_plans
 
 TASKS = ("t2i", "edit", "control")
 
@@ -30,12 +32,16 @@ class CalibrationSettings:
     device: str | None = None
     dtype: str = "float32"
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
+    # calibration prompts the candidate cache plans are run on (0: store the planner's plans unrun)
+    verify: int = VERIFY_PROMPTS
 
     def __post_init__(self) -> None:
         if self.task is None:
             self.task = self.entry.bench_tasks[0] if self.entry is not None else "t2i"
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.verify < 0:
+            raise ValueError(f"verify must be >= 0 prompts, got {self.verify}")
         if self.steps is not None and self.steps < 2:
             raise ValueError(f"calibration needs at least 2 steps, got {self.steps}")
         if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
@@ -75,7 +81,15 @@ class CalibrationSettings:
         """Progress units: one per prompt, plus one per context-sensitivity prompt of edits (run
         only where the pipeline has reference tokens, so a mask editor's bar stops short)."""
         context = min(self.profiler.context_prompts, len(self.cases())) if self.task == "edit" else 0
-        return len(self.cases()) + context
+        return (
+            len(self.cases())
+            + context
+            + (
+                verification_work(self.steps or (self.entry.steps if self.entry else 28))
+                if self.verify
+                else 0
+            )
+        )
 
 
 def calibrate(settings: CalibrationSettings, progress: Any = None) -> Profile:
@@ -104,4 +118,12 @@ def calibrate(settings: CalibrationSettings, progress: Any = None) -> Profile:
         profile = Profiler(pipe, settings.profiler).profile(calls, settings.model, steps, progress=progress)
     finally:
         pipe.remove()
-    return plan_all(profile)
+    plan_all(profile)
+    if settings.verify and profile.has_errors:
+        # fresh calls: the profiler's drew their noise already
+        fresh = [
+            case_call(case, pipe.adapter, steps=steps, height=height, width=width, extra=extra)
+            for case in cases[: settings.verify]
+        ]
+        verify_plans(plain, fresh, profile, prompts=settings.verify, progress=progress)
+    return profile

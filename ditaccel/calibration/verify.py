@@ -1,0 +1,156 @@
+"""Verified cache plans: run candidate plans on calibration prompts and keep the best measured.
+
+The planner's summed error ranks (block, step) choices well within one kind of plan, but not
+across kinds (per-block against whole-step reuse, protected early steps or not, short or long
+reuse runs): errors made early compound over the later steps, and served blocks interact. So for
+each stored target ``calibrate`` measures the step sensitivity (:mod:`.sensitivity`) once, makes
+one plan per planner setting in :data:`GENERATORS`, runs each
+on the first ``prompts`` calibration calls and keeps the plan whose images are closest (PSNR) to
+the plain pipeline's. Quality must fall as the ratio falls: where a cheaper plan measures better
+than a dearer one, the dearer target also tries the cheaper plan with its worst-predicted served
+pairs computed again, and keeps it if it measures better. The profile stores, per plan, the
+prediction and the measurement; ``monotone`` says whether the stored plans' PSNR falls with the
+ratio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .error_model import ErrorModel
+from .plan_runner import PlanRunner
+from .planner import DEFAULT_TARGETS, CachePlan, PlannerConfig, _Costs, block_costs, plan_cache, step_weights
+from .profile import Profile
+from .sensitivity import step_sensitivity
+
+# planner settings tried for every target (PlannerConfig fields besides the target and order)
+# (measured on shapes-flux: step sensitivity weighting is worth +5 dB at flops_ratio 0.5; which
+# power and gap cap win depends on the target and the prompts, so those are what is verified;
+# whole-step plans and protected warm-up steps measured below these at every target)
+GENERATORS: tuple[dict[str, Any], ...] = (
+    {"weighting": "uniform"},
+    {"weighting": "measured"},
+    {"weighting": "measured", "max_gap": 4},
+    {"weighting": "measured", "power": 2.0},
+    {"weighting": "measured", "power": 2.0, "max_gap": 4},
+    {"weighting": "measured", "protect": 0.1},
+)
+VERIFY_PROMPTS = 4
+RATIO_TOLERANCE = 0.03
+
+
+def candidates(profile: Profile, target: float, order: int = 1) -> list[CachePlan]:
+    """One plan per generator for ``target`` (duplicates dropped, and plans that miss it by more than
+    0.03 unless none reaches it)."""
+    plans, seen = [], set()
+    for number, generator in enumerate(GENERATORS):
+        if generator.get("weighting") == "measured" and not profile.step_sensitivity:
+            continue
+        plan = plan_cache(profile, PlannerConfig(flops_ratio=target, order=order, **generator))
+        key = tuple(map(tuple, plan.reuse))
+        if key in seen or (number > 0 and plan.flops_ratio > target + RATIO_TOLERANCE):
+            continue
+        seen.add(key)
+        plans.append(plan)
+    return plans
+
+
+def recompute_to(profile: Profile, plan: CachePlan, target: float) -> CachePlan:
+    """``plan`` with served pairs computed again, those the profile predicts worst per FLOP first,
+    until its FLOPs ratio reaches ``target``."""
+    model = ErrorModel(profile)
+    weighting, power = plan.generator.get("weighting", "uniform"), plan.generator.get("power", 1.0)
+    config = PlannerConfig(flops_ratio=1.0, order=plan.order, max_gap=plan.max_gap)
+    costs = _Costs(model, config, step_weights(profile, weighting, power=power))
+    share = block_costs(profile) / profile.steps
+    computed = np.ones((len(profile.blocks), profile.steps), dtype=bool)
+    for t, blocks in enumerate(plan.reuse):
+        computed[blocks, t] = False
+    current = np.array([costs(b, computed[b]) for b in range(len(profile.blocks))])
+    ratio = plan.flops_ratio
+    while ratio < target - 1e-9:
+        best, gain = None, -np.inf
+        for b, t in zip(*np.nonzero(~computed), strict=True):
+            computed[b, t] = True
+            value = (current[b] - costs(b, computed[b])) / share[b]
+            computed[b, t] = False
+            if value > gain:
+                best, gain = (b, t), value
+        if best is None:
+            break
+        b, t = best
+        computed[b, t] = True
+        current[b] = costs(b, computed[b])
+        ratio += share[b]
+    reuse = [[b for b in range(len(profile.blocks)) if not computed[b, t]] for t in range(profile.steps)]
+    generator = {**plan.generator, "recomputed_from": plan.target.get("flops_ratio")}
+    return dataclasses.replace(plan, reuse=reuse, flops_ratio=round(ratio, 6), target={"flops_ratio": target},
+                               predicted_error=round(float(current.sum()), 6), generator=generator,
+                               measured={})  # fmt: skip
+
+
+def _better(plan: CachePlan, than: CachePlan, target: float) -> bool:
+    """Whether ``plan`` beats ``than`` at ``target``: meeting the target first, then PSNR."""
+    meets = plan.flops_ratio <= target + RATIO_TOLERANCE
+    if meets != (than.flops_ratio <= target + RATIO_TOLERANCE):
+        return meets
+    return plan.measured["psnr_db"] > than.measured["psnr_db"]
+
+
+def verify_plans(
+    pipeline: Any,
+    calls: list[dict[str, Any]],
+    profile: Profile,
+    targets: tuple[float, ...] = DEFAULT_TARGETS,
+    order: int = 1,
+    prompts: int = VERIFY_PROMPTS,
+    progress: Any = None,
+) -> list[dict[str, Any]]:
+    """Store in ``profile.plans['calibrated-cache']`` the best measured plan per target, run on the
+    first ``prompts`` of ``calls`` with the diffusers ``pipeline`` (not wrapped); return every candidate's record (target, generator, ratio, predicted, measured)."""
+    tick = progress or (lambda _d: None)
+    records: list[dict[str, Any]] = []
+    best: dict[float, CachePlan] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = PlanRunner(pipeline, calls[:prompts], profile.steps, Path(tmp))
+        if not profile.step_sensitivity:
+            profile.step_sensitivity = step_sensitivity(runner, profile, progress=progress)
+
+        def run(target: float, plan: CachePlan) -> None:
+            plan.measured = runner.measure(profile, plan)
+            records.append({"target": target, "generator": plan.generator, "flops_ratio": plan.flops_ratio,
+                            "predicted_error": plan.predicted_error, **plan.measured})  # fmt: skip
+            if target not in best or _better(plan, best[target], target):
+                best[target] = plan
+            tick("verifying")
+
+        ordered = sorted(targets, reverse=True)
+        for target in ordered:
+            for plan in candidates(profile, target, order):
+                run(target, plan)
+        for dear, cheap in zip(ordered, ordered[1:], strict=False):
+            if (
+                dear in best
+                and cheap in best
+                and best[cheap].measured["psnr_db"] > best[dear].measured["psnr_db"]
+            ):
+                run(dear, recompute_to(profile, best[cheap], dear))
+    stored = [best[t] for t in ordered if t in best]
+    psnrs = [p.measured["psnr_db"] for p in stored]
+    profile.plans["calibrated-cache"] = [p.to_dict() for p in stored]
+    profile.plans["calibrated-cache-verification"] = {
+        "prompts": min(prompts, len(calls)),
+        "monotone": bool(all(a >= b for a, b in zip(psnrs, psnrs[1:], strict=False))),
+        "generators": [dict(g) for g in GENERATORS],
+    }
+    return records
+
+
+def verification_work(steps: int, targets: tuple[float, ...] = DEFAULT_TARGETS) -> int:
+    """Progress units of :func:`verify_plans`: one per step sensitivity run and candidate (at most)."""
+    return steps - 1 + len(targets) * len(GENERATORS)
