@@ -95,3 +95,32 @@ def test_magcache_without_ratios_in_the_profile_is_refused(make_pipe, tmp_path):
     profile.save(path)
     with pytest.raises(ValueError, match="ratios=profile needs magnitude ratios"):
         AcceleratedPipeline.from_pipe(pipe, methods=f"peer-magcache:ratios=profile,profile={path}")
+
+
+def test_cache_dit_dbcache_is_exact_at_threshold_zero_and_leaves_nothing_behind(make_pipe):
+    """peer-dbcache (cache-dit): threshold 0 never serves; a serving run differs; after any number
+    of enable / remove rounds the pipeline class and the transformer are as before (cache-dit
+    patches both and does not restore the transformer's forward by itself)."""
+    pytest.importorskip("cache_dit")
+    name = "tiny-random-flux"
+    pipe = make_pipe(name)
+    plain = run(pipe, name, steps=6)
+    call, forward = type(pipe).__call__, pipe.transformer.forward
+    exact = AcceleratedPipeline.from_pipe(pipe, methods="peer-dbcache:Fn=1,threshold=0,warmup=0")
+    assert np.array_equal(run(exact, name, steps=6), plain)
+    exact.remove()
+    for _ in range(3):
+        serving = AcceleratedPipeline.from_pipe(pipe, methods="peer-dbcache:Fn=1,threshold=10,warmup=1")
+        assert not np.array_equal(run(serving, name, steps=6), plain)
+        serving.remove()
+        assert type(pipe).__call__ is call and pipe.transformer.forward == forward
+    assert np.array_equal(run(pipe, name, steps=6), plain)
+
+
+def test_peer_dbcache_without_cache_dit_names_the_install(make_pipe, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "cache_dit" else real(n, *a))
+    with pytest.raises(ValueError, match=r'pip install "ditaccel\[peers\]"'):
+        AcceleratedPipeline.from_pipe(make_pipe("tiny-random-flux"), methods="peer-dbcache")

@@ -45,10 +45,17 @@ class PeerDBCacheConfig(MethodConfig):
         self.check_range("taylorseer", 0, 2)
 
 
+_MISSING = object()
+
+
 @register_method("peer-dbcache")
 class PeerDBCache(Method):
     config_class = PeerDBCacheConfig
     exclusive = "step-cache"
+
+    def __init__(self, config: PeerDBCacheConfig) -> None:
+        super().__init__(config)
+        self._saved: list[tuple[object, str, object]] = []
 
     def check(self, adapter: Adapter) -> None:
         super().check(adapter)
@@ -61,6 +68,14 @@ class PeerDBCache(Method):
         import cache_dit
 
         c = self.config
+        # cache-dit patches forwards on the instances and __call__ on the pipeline's class, and its
+        # disable_cache leaves the patched transformer forward behind (a second enable nests it):
+        # what it may touch is saved here and put back in remove()
+        pipeline = context.adapter.pipeline
+        self._saved = [(type(pipeline), "__call__", type(pipeline).__dict__.get("__call__", _MISSING))]
+        for denoiser in context.adapter.denoisers():
+            for module in denoiser.modules():
+                self._saved.append((module, "forward", module.__dict__.get("forward", _MISSING)))
         calibrator = (
             cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=c.taylorseer) if c.taylorseer else None
         )
@@ -78,3 +93,10 @@ class PeerDBCache(Method):
         import cache_dit
 
         cache_dit.disable_cache(context.adapter.pipeline)
+        for owner, name, value in self._saved:
+            if value is _MISSING:
+                if name in vars(owner):
+                    delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+        self._saved = []
