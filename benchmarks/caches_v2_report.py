@@ -70,7 +70,7 @@ def report(path: Path) -> dict:
             "margin_db": best and round(r["psnr_db"] - best["psnr_db"], 2),
         })  # fmt: skip
     psnrs = [c["psnr_db"] for c in out["calibrated"]]
-    out["calibrated_monotone"] = all(a >= b for a, b in zip(psnrs, psnrs[1:]))
+    out["calibrated_monotone"] = all(a >= b for a, b in zip(psnrs, psnrs[1:], strict=False))
     for r in sorted(
         (r for r in rows if family(r["method"]) == "adaptive-cache"), key=lambda r: r["flops_ratio"]
     ):
