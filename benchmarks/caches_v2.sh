@@ -5,8 +5,8 @@
 #   (--offset 16), and 14 and 50 steps with the 28-step profile.
 # peer-magcache gates on the magnitude ratios `ditaccel calibrate` measured on shapes-flux (the
 # shipped profile); peer-dbcache is cache-dit's DBCache F1B0 + TaylorSeer (pip install "ditaccel[peers]").
-# Writes docs/caches_v2/{t2i28,heldout28,t2i14,t2i50}.{json,png}; benchmarks/caches_v2_report.py
-# compares the fronts at matched cost.
+# Writes docs/caches_v2/{t2i28,heldout28,t2i14,t2i50}.{json,png} (and *_dbcache.json: cache-dit
+# runs in its own bench process); benchmarks/caches_v2_report.py compares the fronts at matched cost.
 # Usage: OMP_WAIT_POLICY=PASSIVE bash benchmarks/caches_v2.sh [--runs 3] [which ...]
 set -euo pipefail
 export HF_HUB_OFFLINE=1
@@ -22,8 +22,10 @@ specs_for() {  # $1: steps
   for t in 0.02 0.04 0.06 0.1 0.15 0.25; do s+=("peer-magcache:threshold=$t,num_inference_steps=$steps"); done
   for t in 0.1 0.2 0.3 0.4 0.6; do s+=("peer-fbcache:threshold=$t"); done
   for i in 2 3 4 5; do s+=("peer-taylorseer:cache_interval=$i,factors_dtype=float32"); done
-  for t in 0.1 0.2 0.3 0.4 0.6; do s+=("peer-dbcache:Fn=1,Bn=0,threshold=$t,warmup=4,taylorseer=1"); done
   printf '%s\n' "${s[@]}"
+}
+dbcache_specs() {
+  for t in 0.1 0.2 0.3 0.4 0.6; do echo "peer-dbcache:Fn=1,Bn=0,threshold=$t,warmup=4,taylorseer=1"; done
 }
 for name in ${which[*]}; do
   case $name in
@@ -37,4 +39,12 @@ for name in ${which[*]}; do
   while IFS= read -r spec; do args+=(--methods "$spec"); done < <(specs_for "$steps")
   ditaccel bench --model shapes-flux --task t2i --steps "$steps" "${extra[@]}" "${runs[@]}" "${args[@]}" \
     --json "docs/caches_v2/$name.json" --plot "docs/caches_v2/$name.png"
+  # cache-dit in a process of its own: after its enable / disable_cache, diffusers' FBCache on the
+  # same transformer fails (head-block state missing), so it cannot share a bench run with the peers
+  if python -c "import cache_dit" 2>/dev/null; then
+    args=()
+    while IFS= read -r spec; do args+=(--methods "$spec"); done < <(dbcache_specs)
+    ditaccel bench --model shapes-flux --task t2i --steps "$steps" "${extra[@]}" "${runs[@]}" "${args[@]}" \
+      --json "docs/caches_v2/${name}_dbcache.json"
+  fi
 done

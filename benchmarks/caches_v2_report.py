@@ -43,6 +43,9 @@ def envelope(rows: list[dict], ratio: float) -> float | None:
 def report(path: Path) -> dict:
     data = json.loads(path.read_text())
     rows = [r for r in data["results"] if r["method"] != "none"]
+    extra = path.with_name(f"{path.stem}_dbcache.json")  # cache-dit's rows, run in a process of their own
+    if extra.is_file():
+        rows += [r for r in json.loads(extra.read_text())["results"] if r["method"] != "none"]
     for r in rows:
         if r["psnr_db"] is not None and not np.isfinite(r["psnr_db"]):
             r["psnr_db"] = 99.0  # exact (no error at all): drawn at the top
@@ -105,7 +108,12 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/caches_v2")
-    results = [report(p) for p in sorted(folder.glob("*.json")) if p.name != "report.json"]
+    runs = [
+        p
+        for p in sorted(folder.glob("*.json"))
+        if p.name != "report.json" and not p.stem.endswith("_dbcache")
+    ]
+    results = [report(p) for p in runs]
     (folder / "report.json").write_text(json.dumps(results, indent=1))
     print("\n\n".join(markdown(r) for r in results))
 

@@ -30,14 +30,17 @@ def _positions(profile: Profile, sigmas: list[float] | None, steps: int) -> np.n
 
 
 def _lerp_axis(values: np.ndarray, x: np.ndarray, axis: int) -> np.ndarray:
-    """``values`` linearly interpolated at the fractional indices ``x`` along ``axis`` (clamped)."""
+    """``values`` linearly interpolated at the fractional indices ``x`` along ``axis`` (clamped);
+    where one of the two neighbours is nan, the other."""
     size = values.shape[axis]
     x = np.clip(x, 0.0, size - 1)
     low = np.floor(x).astype(int)
     high = np.minimum(low + 1, size - 1)
     w = (x - low).reshape([-1 if i == axis else 1 for i in range(values.ndim)])
     a, b = np.take(values, low, axis=axis), np.take(values, high, axis=axis)
-    return a * (1 - w) + b * w
+    w = np.broadcast_to(w, a.shape)
+    # an unmeasured neighbour (nan: a gap reaching before step 0) leaves the measured one
+    return np.where(np.isnan(b), a, np.where(np.isnan(a), b, a * (1 - w) + b * w))
 
 
 class ErrorModel:
@@ -84,14 +87,15 @@ class ErrorModel:
                 if d0 > self.profiled_gap + 1e-9:
                     break
                 self.order0[:, t, g0 - 1] = _lerp_axis(at0, np.array([d0]), axis=1)[:, 0]
-                for g1 in range(1, min(g, t - g0) + 1):
-                    d1 = u[t - g0] - u[t - g0 - g1]
-                    if d1 > self.profiled_gap + 1e-9:
-                        break
-                    # a slope over less than one profiled step is read as over one
-                    at_d1 = _lerp_axis(at1, np.array([max(d1, 1.0) - 1.0]), axis=2)[:, :, 0]
-                    padded = np.concatenate([np.zeros((blocks, 1)), at_d1], axis=1)
-                    self.order1[:, t, g0 - 1, g1 - 1] = _lerp_axis(padded, np.array([d0]), axis=1)[:, 0]
+                g1 = np.arange(1, min(g, t - g0) + 1)
+                d1 = u[t - g0] - u[t - g0 - g1]
+                g1, d1 = g1[d1 <= self.profiled_gap + 1e-9], d1[d1 <= self.profiled_gap + 1e-9]
+                if not len(g1):
+                    continue
+                # a slope over less than one profiled step is read as over one
+                at_d1 = _lerp_axis(at1, np.maximum(d1, 1.0) - 1.0, axis=2)  # (blocks, gap, len(g1))
+                padded = np.concatenate([np.zeros((blocks, 1, len(g1))), at_d1], axis=1)
+                self.order1[:, t, g0 - 1, g1 - 1] = _lerp_axis(padded, np.array([d0]), axis=1)[:, 0]
 
 
 def _same(a: list[float], b: list[float], steps: int) -> bool:
