@@ -76,6 +76,26 @@ def test_adaptive_cache_reuses_and_respects_max_reuse(make_pipe):
     assert reused == [1, 3, 5]
 
 
+def test_adaptive_cache_threshold_ramps_over_the_schedule(make_pipe):
+    """A threshold under every step's change reuses nothing without a ramp; with a ramp it grows
+    along the schedule, so reuse begins once it passes the change: a steeper ramp begins no later."""
+    name, steps = "tiny-random-flux", 10
+    pipe = make_pipe(name)
+    first = {}
+    for ramp in (0, 1e3, 1e5, 1e7):
+        acc = AcceleratedPipeline.from_pipe(
+            pipe, methods=f"adaptive-cache:threshold=1e-6,max_reuse=1,ramp={ramp}"
+        )
+        run(acc, name, steps=steps)
+        reused = acc.stats.steps_with_reuse
+        first[ramp] = min(reused) if reused else steps
+        acc.remove()
+    assert first[0] == steps  # no ramp: nothing reused
+    assert first[1e7] < steps  # a steep ramp passes the change
+    assert first[0] >= first[1e3] >= first[1e5] >= first[1e7]
+    assert first[1e3] > first[1e7]  # and the start moves with the ramp
+
+
 def test_adaptive_cache_with_taylor_forecast_differs_from_plain_reuse(make_pipe):
     pipe = make_pipe("tiny-random-flux")
     outputs = {}
