@@ -53,7 +53,7 @@ class ErrorModel:
     @staticmethod
     def positions_of(profile: Profile, steps: int, sigmas: list[float] | None) -> np.ndarray:
         """Each call step's fractional position on the profile's step grid."""
-        if steps == profile.steps and (sigmas is None or _same(sigmas, profile.sigmas, steps)):
+        if _profiled_grid(profile, steps, sigmas):
             return np.arange(steps, dtype=np.float64)
         return _positions(profile, sigmas, steps)
 
@@ -62,13 +62,10 @@ class ErrorModel:
         order1 = profile.tensors["reuse_error_order1"].double().numpy()
         self.steps = steps or profile.steps
         self.profiled_gap = order0.shape[2]
-        same = self.steps == profile.steps and (sigmas is None or _same(sigmas, profile.sigmas, self.steps))
-        if same:
+        self.positions = u = self.positions_of(profile, self.steps, sigmas)
+        if _profiled_grid(profile, self.steps, sigmas):
             self.order0, self.order1, self.max_gap = order0, order1, self.profiled_gap
-            self.positions = np.arange(self.steps, dtype=np.float64)
             return
-        u = _positions(profile, sigmas, self.steps)
-        self.positions = u
         # gaps (in call steps) up to the one whose profiled distance can stay measured somewhere;
         # pairs farther apart than the profiled max_gap are nan (not allowed)
         spacing = np.diff(u).min() if len(u) > 1 else 1.0
@@ -98,10 +95,17 @@ class ErrorModel:
                 self.order1[:, t, g0 - 1, g1 - 1] = _lerp_axis(padded, np.array([d0]), axis=1)[:, 0]
 
 
-def _same(a: list[float], b: list[float], steps: int) -> bool:
-    if len(a) < steps or len(b) < steps:
-        return len(b) < steps  # the profile kept no sigmas: nothing to compare
-    return bool(np.allclose(np.asarray(a[:steps], dtype=np.float64), np.asarray(b[:steps]), atol=1e-4))
+def _profiled_grid(profile: Profile, steps: int, sigmas: list[float] | None) -> bool:
+    """Whether a call of ``steps`` steps at ``sigmas`` runs on the profile's own step grid."""
+    if steps != profile.steps or sigmas is None:
+        return steps == profile.steps
+    if len(sigmas) < steps or len(profile.sigmas) < steps:
+        return len(profile.sigmas) < steps  # the profile kept no sigmas: nothing to compare
+    return bool(
+        np.allclose(
+            np.asarray(sigmas[:steps], dtype=np.float64), np.asarray(profile.sigmas[:steps]), atol=1e-4
+        )
+    )
 
 
 def call_sigmas(scheduler) -> list[float] | None:

@@ -23,6 +23,7 @@ from .error_model import ErrorModel
 from .profile import Profile
 
 DEFAULT_TARGETS = (0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3)
+RATIO_TOLERANCE = 0.03  # a plan further than this above its target flops_ratio misses it
 # pivotal layers: the most context-sensitive ones that together hold this share of the sensitivity
 # (ToPi scores tokens at a few layers; half the total keeps the list short where one layer dominates)
 PIVOTAL_SHARE = 0.5

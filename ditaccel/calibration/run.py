@@ -81,15 +81,8 @@ class CalibrationSettings:
         """Progress units: one per prompt, plus one per context-sensitivity prompt of edits (run
         only where the pipeline has reference tokens, so a mask editor's bar stops short)."""
         context = min(self.profiler.context_prompts, len(self.cases())) if self.task == "edit" else 0
-        return (
-            len(self.cases())
-            + context
-            + (
-                verification_work(self.steps or (self.entry.steps if self.entry else 28))
-                if self.verify
-                else 0
-            )
-        )
+        steps = self.steps or (self.entry.steps if self.entry else 28)
+        return len(self.cases()) + context + (verification_work(steps) if self.verify else 0)
 
 
 def calibrate(settings: CalibrationSettings, progress: Any = None) -> Profile:
@@ -110,20 +103,21 @@ def calibrate(settings: CalibrationSettings, progress: Any = None) -> Profile:
     width = settings.width or (entry.width if entry else None)
     extra = dict(entry.call_defaults) if entry else {}
     pipe = AcceleratedPipeline.from_pipe(plain, methods=[])
-    try:
-        calls = [
-            case_call(case, pipe.adapter, steps=steps, height=height, width=width, extra=extra)
-            for case in cases
+
+    def calls_of(chosen: list[models.Case]) -> list[dict[str, Any]]:
+        return [
+            case_call(c, pipe.adapter, steps=steps, height=height, width=width, extra=extra) for c in chosen
         ]
-        profile = Profiler(pipe, settings.profiler).profile(calls, settings.model, steps, progress=progress)
+
+    try:
+        profile = Profiler(pipe, settings.profiler).profile(
+            calls_of(cases), settings.model, steps, progress=progress
+        )
     finally:
         pipe.remove()
     plan_all(profile)
-    if settings.verify and profile.has_errors:
-        # fresh calls: the profiler's drew their noise already
-        fresh = [
-            case_call(case, pipe.adapter, steps=steps, height=height, width=width, extra=extra)
-            for case in cases[: settings.verify]
-        ]
-        verify_plans(plain, fresh, profile, prompts=settings.verify, progress=progress)
+    if settings.verify and profile.has_errors:  # on fresh calls: the profiler's drew their noise already
+        verify_plans(
+            plain, calls_of(cases[: settings.verify]), profile, prompts=settings.verify, progress=progress
+        )
     return profile

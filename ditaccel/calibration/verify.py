@@ -24,7 +24,16 @@ import numpy as np
 
 from .error_model import ErrorModel
 from .plan_runner import PlanRunner
-from .planner import DEFAULT_TARGETS, CachePlan, PlannerConfig, _Costs, block_costs, plan_cache, step_weights
+from .planner import (
+    DEFAULT_TARGETS,
+    RATIO_TOLERANCE,
+    CachePlan,
+    PlannerConfig,
+    _Costs,
+    block_costs,
+    plan_cache,
+    step_weights,
+)
 from .profile import Profile
 from .sensitivity import step_sensitivity
 
@@ -44,14 +53,19 @@ GENERATORS: tuple[dict[str, Any], ...] = (
 )
 FALLBACK: dict[str, Any] = {"weighting": "uniform"}
 VERIFY_PROMPTS = 4
-RATIO_TOLERANCE = 0.03
+
+
+def generators(profile: Profile) -> tuple[dict[str, Any], ...]:
+    """The planner settings tried on ``profile``: :data:`GENERATORS`, or uniform weights where no
+    step sensitivity was measured."""
+    return GENERATORS if profile.step_sensitivity else (FALLBACK,)
 
 
 def candidates(profile: Profile, target: float, order: int = 1) -> list[CachePlan]:
     """One plan per generator for ``target`` (duplicates dropped, and plans that miss it by more than
     0.03 unless none reaches it)."""
     plans, seen = [], set()
-    for number, generator in enumerate(GENERATORS if profile.step_sensitivity else (FALLBACK,)):
+    for number, generator in enumerate(generators(profile)):
         plan = plan_cache(profile, PlannerConfig(flops_ratio=target, order=order, **generator))
         key = tuple(map(tuple, plan.reuse))
         if key in seen or (number > 0 and plan.flops_ratio > target + RATIO_TOLERANCE):
@@ -113,7 +127,8 @@ def verify_plans(
     progress: Any = None,
 ) -> list[dict[str, Any]]:
     """Store in ``profile.plans['calibrated-cache']`` the best measured plan per target, run on the
-    first ``prompts`` of ``calls`` with the diffusers ``pipeline`` (not wrapped); return every candidate's record (target, generator, ratio, predicted, measured)."""
+    first ``prompts`` of ``calls`` with the diffusers ``pipeline`` (not wrapped); return every
+    candidate's record (target, generator, ratio, predicted, measured)."""
     tick = progress or (lambda _d: None)
     records: list[dict[str, Any]] = []
     best: dict[float, CachePlan] = {}
@@ -147,7 +162,7 @@ def verify_plans(
     profile.plans["calibrated-cache-verification"] = {
         "prompts": min(prompts, len(calls)),
         "monotone": bool(all(a >= b for a, b in zip(psnrs, psnrs[1:], strict=False))),
-        "generators": [dict(g) for g in GENERATORS],
+        "generators": [dict(g) for g in generators(profile)],
     }
     return records
 

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 
 from ..calibration.error_model import call_sigmas
-from ..calibration.planner import CachePlan, PlannerConfig, plan_cache, stored_plan
+from ..calibration.planner import RATIO_TOLERANCE, CachePlan, PlannerConfig, plan_cache, stored_plan
 from ..calibration.profile import Profile, fingerprint, shipped_profile
 from ..hooks.block_range import BlockRange, Streams, flat_blocks
 from ..hooks.context import DenoiseContext
@@ -31,7 +31,6 @@ from .registry import register_method
 from .taylor import TaylorSeries
 
 _KEY = "calibrated-cache"
-RATIO_TOLERANCE = 0.03  # a plan further than this above the requested flops_ratio is refused
 # taken from the verified plan nearest the target (weighting and power unless the call names one)
 _GENERATOR_FIELDS = ("scope", "protect", "front", "max_gap", "weighting", "power")
 
@@ -74,6 +73,14 @@ class CalibratedCacheConfig(MethodConfig):
 
 
 @dataclass
+class _CallPlan:
+    """The plan of the current call and the blocks it ever serves (resolved once per call)."""
+
+    plan: CachePlan
+    served: set[int]
+
+
+@dataclass
 class _BlockCache:
     hidden: TaylorSeries
     encoder: TaylorSeries
@@ -93,9 +100,15 @@ class _BlockPolicy:
             self.key, lambda: _BlockCache(TaylorSeries(order), TaylorSeries(order)), by_rows=True
         )
 
+    def _call_plan(self, info: StepInfo) -> _CallPlan:
+        def resolve() -> _CallPlan:
+            plan = self.method.plan(info.total, call_sigmas(self.context.adapter.pipeline.scheduler))
+            return _CallPlan(plan, plan.blocks())
+
+        return self.context.state(f"{_KEY}.plan", resolve, shared=True)
+
     def enter(self, info: StepInfo, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Streams | None:
-        plan = self.method.plan(info.total, call_sigmas(self.context.adapter.pipeline.scheduler))
-        if self.index not in plan.reuse[info.step]:
+        if self.index not in self._call_plan(info).plan.reuse[info.step]:
             return None
         cache = self._cache()
         if not cache.hidden.ready:
@@ -106,8 +119,7 @@ class _BlockPolicy:
         return hidden + cache.hidden.forecast(info.step), new_encoder
 
     def computed(self, info: StepInfo, hidden: torch.Tensor | None, encoder: torch.Tensor | None) -> None:
-        plan = self.method.plan(info.total, call_sigmas(self.context.adapter.pipeline.scheduler))
-        if self.index not in self.method.served_blocks(plan):
+        if self.index not in self._call_plan(info).served:
             return  # never served in this plan: nothing to keep
         cache = self._cache()
         cache.hidden.update(hidden, info.step)
@@ -126,7 +138,6 @@ class CalibratedCache(RangeMethod):
         super().__init__(config)
         self.profile: Profile | None = None
         self._plans: dict[tuple, CachePlan] = {}  # by step count and sigmas, made once each
-        self._served: dict[int, set[int]] = {}
 
     def check(self, adapter: Adapter) -> None:
         super().check(adapter)
@@ -180,11 +191,8 @@ class CalibratedCache(RangeMethod):
         # the kind of plan calibrate measured best nearest this target, made on this call's grid
         nearest = min(stored, key=lambda p: abs(p.flops_ratio - c.flops_ratio), default=None)
         kind = {k: v for k, v in (nearest.generator if nearest else {}).items() if k in _GENERATOR_FIELDS}
-        if c.weighting is not None:  # the call's own weighting (the verified power goes with its own)
-            kind = {k: v for k, v in kind.items() if k not in ("weighting", "power")} | {
-                "weighting": c.weighting
-            }
-        if c.weighting is None and kind.get("weighting") == "measured" and not profile.step_sensitivity:
+        unmeasured = kind.get("weighting") == "measured" and not profile.step_sensitivity
+        if c.weighting is not None or unmeasured:  # the call's own (or the default) weighting instead
             kind = {k: v for k, v in kind.items() if k not in ("weighting", "power")}
         plan = plan_cache(profile, dataclasses.replace(c.planner(), **kind), steps, sigmas)
         if c.budget is None and plan.flops_ratio > c.flops_ratio + RATIO_TOLERANCE:
@@ -195,13 +203,6 @@ class CalibratedCache(RangeMethod):
                 f"(`ditaccel calibrate --steps {steps}`)"
             )
         return plan
-
-    def served_blocks(self, plan: CachePlan) -> set[int]:
-        """The blocks ``plan`` ever serves."""
-        served = self._served.get(id(plan))
-        if served is None:
-            served = self._served[id(plan)] = plan.blocks()
-        return served
 
     def apply(self, context: DenoiseContext) -> None:
         if self.profile is None:

@@ -80,7 +80,7 @@ class PeerDBCache(Method):
             cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=c.taylorseer) if c.taylorseer else None
         )
         cache_dit.enable_cache(
-            context.adapter.pipeline,
+            pipeline,
             cache_config=cache_dit.DBCacheConfig(
                 Fn_compute_blocks=c.Fn, Bn_compute_blocks=c.Bn, residual_diff_threshold=c.threshold,
                 max_warmup_steps=c.warmup, max_cached_steps=c.max_cached,

@@ -151,7 +151,6 @@ class PeerMagCache(_Peer):
     def __init__(self, config: PeerMagCacheConfig) -> None:
         super().__init__(config)
         self.mag_ratios: list[float] | None = None
-        self.source = ""
 
     def check(self, adapter: Adapter) -> None:
         super().check(adapter)
@@ -159,7 +158,7 @@ class PeerMagCache(_Peer):
         path = c.profile or shipped_profile(adapter.pipeline)
         ratios = Profile.load(path).mag_ratios if path is not None and c.ratios != "flux-dev" else []
         if ratios:
-            self.mag_ratios, self.source = list(ratios), str(path)
+            self.mag_ratios = list(ratios)
         elif c.ratios == "profile":
             where = f"{path} has none" if path is not None else "the model ships no profile"
             raise ValueError(
@@ -167,7 +166,7 @@ class PeerMagCache(_Peer):
                 "re-run it, or pass ratios=flux-dev"
             )
         elif adapter.family == "flux":
-            self.mag_ratios, self.source = FLUX_MAG_RATIOS.tolist(), "flux-dev"
+            self.mag_ratios = FLUX_MAG_RATIOS.tolist()
         else:
             raise ValueError(
                 f"peer-magcache: diffusers ships magnitude ratios for FLUX.1 only; calibrate this "
