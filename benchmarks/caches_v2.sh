@@ -18,7 +18,7 @@ specs_for() {  # $1: steps
   local steps=$1
   local s=()
   for r in 0.7 0.6 0.5 0.45 0.4 0.35 0.3; do s+=("calibrated-cache:flops_ratio=$r"); done
-  for t in 0.1 0.2 0.3 0.5 0.8; do s+=("adaptive-cache:threshold=$t"); done
+  for t in 0.03 0.05 0.07 0.1 0.15 0.2 0.3; do s+=("adaptive-cache:threshold=$t"); done
   for t in 0.02 0.04 0.06 0.1 0.15 0.25; do s+=("peer-magcache:threshold=$t,num_inference_steps=$steps"); done
   for t in 0.1 0.2 0.3 0.4 0.6; do s+=("peer-fbcache:threshold=$t"); done
   for i in 2 3 4 5; do s+=("peer-taylorseer:cache_interval=$i,factors_dtype=float32"); done

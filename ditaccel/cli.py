@@ -228,6 +228,13 @@ def calibrate_command(
         int,
         typer.Option(help="Calibration prompts each candidate cache plan is run on (0: store them unrun)."),
     ] = 4,
+    verify_steps: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Other step counts the cache plans are verified at, from the same profile (repeat; "
+            "default: half the profile's steps)."
+        ),
+    ] = None,
 ) -> None:
     """Profile a model's per-block, per-step redundancy and attention density; plan, run the
     candidate cache plans and keep the best measured; write the profile (and figures), for
@@ -238,6 +245,7 @@ def calibrate_command(
         settings = CalibrationSettings(
             model=model, prompts=prompts, task=task, steps=steps, height=height, width=width,
             device=device, dtype=dtype, verify=verify,
+            verify_steps=tuple(verify_steps) if verify_steps else None,
         )  # fmt: skip
     except ValueError as exc:
         _fail(str(exc))
@@ -283,17 +291,19 @@ def plans_table(profile) -> Table:
     if check:
         title += f" (run on {check['prompts']} prompts; PSNR {'falls' if check['monotone'] else 'does NOT fall'} with the ratio)"
     table = Table(title=title)
-    for column in ("target", "flops ratio", "served", "plan kind", "predicted error", "measured PSNR dB"):
+    columns = ("steps", "target", "flops ratio", "served", "plan kind", "predicted error", "measured PSNR dB")
+    for column in columns:
         table.add_column(column, justify="left" if column == "plan kind" else "right")
     for plan in profile.plans["calibrated-cache"]:
         kind = plan.get("generator") or {}
         shown = ("weighting", "power", "scope", "protect", "max_gap", "recomputed_from")
         text = ", ".join(
-            f"{k}={v}" for k, v in kind.items() if k in shown and v not in (None, 0.0, 1.0, "block")
+            [f"order={plan['order']}"]
+            + [f"{k}={v}" for k, v in kind.items() if k in shown and v not in (None, 0.0, 1.0, "block")]
         )
         predicted = plan["predicted_error"]
         table.add_row(
-            str(plan["target"].get("flops_ratio", "-")), f"{plan['flops_ratio']:.3f}",
+            str(plan["steps"]), str(plan["target"].get("flops_ratio", "-")), f"{plan['flops_ratio']:.3f}",
             str(sum(len(step) for step in plan["reuse"])), text or "-",
             "-" if predicted is None else f"{predicted:.3f}", _cell((plan.get("measured") or {}).get("psnr_db")),
         )  # fmt: skip

@@ -9,7 +9,8 @@ from conftest import run
 from ditaccel import AcceleratedPipeline
 from ditaccel.calibration import PlannerConfig, Profile, Profiler, ProfilerConfig, plan_all, plan_cache
 from ditaccel.calibration.error_model import ErrorModel
-from ditaccel.calibration.verify import GENERATORS, verify_plans
+from ditaccel.calibration.planner import CachePlan, nearest_plan
+from ditaccel.calibration.verify import GENERATORS, OTHER_GRID_GENERATORS, OTHER_GRID_ORDERS, verify_plans
 from ditaccel.testing import example_call
 
 
@@ -138,8 +139,50 @@ def test_calibrated_cache_at_another_step_count_plans_on_that_grid(make_pipe, tm
     acc.remove()
 
 
+def test_verification_at_another_step_count_stores_plans_there_and_they_run(make_pipe, tmp_path):
+    """Plans verified at another step count (from the same profile) are stored with it, each with
+    the forecast order that measured best there; a call at that count serves exactly the stored
+    plan in its order, and a call at a count near it takes that grid's settings and order."""
+    name, steps = "tiny-random-flux", 8
+    pipe = make_pipe(name)
+    profile, _ = _tiny_profile(pipe, name, steps)
+    profile.step_sensitivity = [1.0] * steps  # measured weighting on both grids, as calibrate runs
+    calls = [example_call(name, seed=s, steps=steps) for s in (0, 1)]
+    records = verify_plans(pipe, calls, profile, targets=(0.7,), prompts=2, other_steps=(6,))
+    assert {r["steps"] for r in records} == {8, 6}
+    assert {r["order"] for r in records if r["steps"] == 6} == set(OTHER_GRID_ORDERS)
+    stored = {p["steps"]: p for p in profile.plans["calibrated-cache"]}
+    assert set(stored) == {8, 6} and profile.plans["calibrated-cache-verification"]["steps"] == [8, 6]
+    best = max(
+        (r for r in records if r["steps"] == 6 and r["flops_ratio"] <= 0.73), key=lambda r: r["psnr_db"]
+    )
+    assert stored[6]["measured"]["psnr_db"] == best["psnr_db"] and stored[6]["order"] == best["order"]
+    path = profile.save(tmp_path / "p.json")
+    acc = AcceleratedPipeline.from_pipe(pipe, methods=f"calibrated-cache:profile={path},flops_ratio=0.7")
+    run(acc, name, steps=6)
+    expected = {(t, profile.blocks[b]) for t, step in enumerate(stored[6]["reuse"]) for b in step}
+    assert {(r.step, n) for r in acc.stats.records for n in r.reused} == expected
+    method = acc.method("calibrated-cache")
+    assert method.plan(6, None).order == stored[6]["order"]
+    # 7 steps are nearer 6 than 8 (by ratio): planned on the 7-step grid in the 6-step plan's order
+    assert method.plan(7, None).order == stored[6]["order"]
+    acc.remove()
+
+
+def test_nearest_plan_takes_the_nearest_step_count_then_the_nearest_ratio():
+    def plan(steps, ratio):
+        return CachePlan(steps, 1, [[] for _ in range(steps)], ratio, 0.0, {"flops_ratio": ratio})
+
+    plans = [plan(28, 0.5), plan(28, 0.4), plan(14, 0.5), plan(14, 0.3)]
+    assert nearest_plan(plans, 50, 0.42) is plans[1]
+    assert nearest_plan(plans, 12, 0.38) is plans[3]
+    assert nearest_plan(plans, 19, 0.5) is plans[2]  # 19/14 < 28/19
+    assert nearest_plan(plans, 21, 0.5) is plans[0]  # 28/21 < 21/14
+    assert nearest_plan([], 20, 0.5) is None
+
+
 def test_generators_are_valid_planner_settings():
-    for generator in GENERATORS:
+    for generator in GENERATORS + OTHER_GRID_GENERATORS:
         PlannerConfig(flops_ratio=0.5, **generator)
 
 

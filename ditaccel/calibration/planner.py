@@ -364,14 +364,25 @@ def plan_all(
     return profile
 
 
-def stored_plan(profile: Profile, flops_ratio: float, order: int) -> CachePlan:
-    """The stored plan of ``order`` whose target is nearest ``flops_ratio`` (for profiles without
-    their reuse-error tensors)."""
+def nearest_plan(plans: list[CachePlan], steps: int, flops_ratio: float) -> CachePlan | None:
+    """Of ``plans``, those made for the step count nearest ``steps`` (by ratio: 14 is as far from
+    28 as 56), and of those the one whose FLOPs ratio is nearest ``flops_ratio``."""
+    if not plans:
+        return None
+    grid = min({p.steps for p in plans}, key=lambda n: (abs(np.log(n / steps)), -n))
+    return min((p for p in plans if p.steps == grid), key=lambda p: abs(p.flops_ratio - flops_ratio))
+
+
+def stored_plan(
+    profile: Profile, flops_ratio: float, order: int | None, steps: int | None = None
+) -> CachePlan:
+    """The stored plan (of ``order``, any when None) nearest ``steps`` and ``flops_ratio`` (for
+    profiles without their reuse-error tensors)."""
     stored = [CachePlan.from_dict(p) for p in profile.plans.get("calibrated-cache", [])]
-    stored = [p for p in stored if p.order == order]
+    stored = [p for p in stored if order is None or p.order == order]
     if not stored:
         raise ValueError(
-            f"the profile has neither reuse-error tensors nor a stored order-{order} cache plan; "
-            "re-run `ditaccel calibrate`"
+            f"the profile has neither reuse-error tensors nor a stored {'' if order is None else f'order-{order} '}"
+            "cache plan; re-run `ditaccel calibrate`"
         )
-    return min(stored, key=lambda p: abs(p.flops_ratio - flops_ratio))
+    return nearest_plan(stored, steps or profile.steps, flops_ratio)

@@ -20,7 +20,14 @@ from typing import Literal
 import torch
 
 from ..calibration.error_model import call_sigmas
-from ..calibration.planner import RATIO_TOLERANCE, CachePlan, PlannerConfig, plan_cache, stored_plan
+from ..calibration.planner import (
+    RATIO_TOLERANCE,
+    CachePlan,
+    PlannerConfig,
+    nearest_plan,
+    plan_cache,
+    stored_plan,
+)
 from ..calibration.profile import Profile, fingerprint, shipped_profile
 from ..hooks.block_range import BlockRange, Streams, flat_blocks
 from ..hooks.context import DenoiseContext
@@ -39,7 +46,8 @@ _GENERATOR_FIELDS = ("scope", "protect", "front", "max_gap", "weighting", "power
 class CalibratedCacheConfig(MethodConfig):
     """``profile``: a calibration profile (default: the one shipped with the model). ``flops_ratio``:
     target share of the plain transformer FLOPs (1: nothing cached, exact). ``budget``: largest
-    predicted error instead (or as well). ``order``: forecast of served residuals (0 reuse, 1 linear).
+    predicted error instead (or as well). ``order``: forecast of served residuals (0 reuse, 1 linear; default: the order of
+    the verified plan nearest the call).
     ``weighting``: how the planner weighs steps (default: as the verified plan nearest the target
     was made): ``measured`` by the profile's step sensitivity (what a step's error does to the
     image), ``uniform``, or ``dt`` (by the step's share of the noise schedule)."""
@@ -48,7 +56,7 @@ class CalibratedCacheConfig(MethodConfig):
     profile: Path | None = None
     flops_ratio: float = 0.5
     budget: float | None = None
-    order: int = 1
+    order: int | None = None
     weighting: Literal["uniform", "dt", "measured"] | None = None
 
     def __post_init__(self) -> None:
@@ -57,7 +65,8 @@ class CalibratedCacheConfig(MethodConfig):
             raise ValueError(f"{self.method}: flops_ratio must be in (0, 1], got {self.flops_ratio}")
         if self.budget is not None:
             self.check_range("budget", 0.0)
-        self.check_range("order", 0, 1)
+        if self.order is not None:
+            self.check_range("order", 0, 1)
         if self.weighting not in (None, "uniform", "dt", "measured"):
             raise ValueError(
                 f"{self.method}: weighting must be uniform, dt or measured, got {self.weighting!r}"
@@ -68,8 +77,9 @@ class CalibratedCacheConfig(MethodConfig):
     def planner(self) -> PlannerConfig:
         target = None if self.budget is not None and self.flops_ratio >= 1 else self.flops_ratio
         return PlannerConfig(
-            flops_ratio=target, budget=self.budget, order=self.order, weighting=self.weighting or "uniform"
-        )
+            flops_ratio=target, budget=self.budget, order=1 if self.order is None else self.order,
+            weighting=self.weighting or "uniform",
+        )  # fmt: skip
 
 
 @dataclass
@@ -95,7 +105,7 @@ class _BlockPolicy:
         self.key = f"{_KEY}.{index}"
 
     def _cache(self) -> _BlockCache:
-        order = self.method.config.order
+        order = self._call_plan(self.context.current).plan.order
         return self.context.state(
             self.key, lambda: _BlockCache(TaylorSeries(order), TaylorSeries(order)), by_rows=True
         )
@@ -178,23 +188,26 @@ class CalibratedCache(RangeMethod):
     def _make_plan(self, steps: int, sigmas: list[float] | None) -> CachePlan:
         profile, c = self.profile, self.config
         if c.flops_ratio >= 1 and c.budget is None:
-            return CachePlan(steps, c.order, [[] for _ in range(steps)], 1.0, 0.0, {"flops_ratio": 1.0})
+            return CachePlan(steps, c.order or 0, [[] for _ in range(steps)], 1.0, 0.0, {"flops_ratio": 1.0})
         stored = [CachePlan.from_dict(p) for p in profile.plans.get(_KEY, [])]
-        stored = [p for p in stored if p.order == c.order]
+        stored = [p for p in stored if c.order is None or p.order == c.order]
         if c.budget is None:  # a plan `calibrate` verified for exactly this call
             for p in stored:
                 same_weighting = c.weighting in (None, p.generator.get("weighting", "uniform"))
                 if p.steps == steps and p.target.get("flops_ratio") == c.flops_ratio and same_weighting:
                     return p
         if not profile.has_errors:
-            return stored_plan(profile, c.flops_ratio, c.order).for_steps(steps)
-        # the kind of plan calibrate measured best nearest this target, made on this call's grid
-        nearest = min(stored, key=lambda p: abs(p.flops_ratio - c.flops_ratio), default=None)
+            return stored_plan(profile, c.flops_ratio, c.order, steps).for_steps(steps)
+        # the kind of plan calibrate measured best nearest this call (its step count, then its
+        # target), made on this call's grid
+        nearest = nearest_plan(stored, steps, c.flops_ratio)
         kind = {k: v for k, v in (nearest.generator if nearest else {}).items() if k in _GENERATOR_FIELDS}
         unmeasured = kind.get("weighting") == "measured" and not profile.step_sensitivity
         if c.weighting is not None or unmeasured:  # the call's own (or the default) weighting instead
             kind = {k: v for k, v in kind.items() if k not in ("weighting", "power")}
-        plan = plan_cache(profile, dataclasses.replace(c.planner(), **kind), steps, sigmas)
+        order = c.order if c.order is not None else (nearest.order if nearest else 1)
+        config = dataclasses.replace(c.planner(), order=order, **kind)
+        plan = plan_cache(profile, config, steps, sigmas)
         if c.budget is None and plan.flops_ratio > c.flops_ratio + RATIO_TOLERANCE:
             raise ValueError(
                 f"calibrated-cache: with a profile of {profile.steps} steps, a {steps}-step call cannot be "
