@@ -22,6 +22,7 @@ from ditaccel.calibration import (
     plan_cache,
     shipped_profile,
 )
+from ditaccel.calibration.error_model import call_sigmas
 from ditaccel.calibration.planner import pivotal_layers, predicted_error
 from ditaccel.calibration.plots import profile_plots
 from ditaccel.calibration.profile import fingerprint, tensor_path
@@ -355,11 +356,21 @@ def test_shapes_flux_ships_a_profile_that_fits_it():
     plan = plan_cache(profile, PlannerConfig())
     assert 0.45 < plan.flops_ratio <= 0.5  # the default target
     assert profile.step_sensitivity and profile.mag_ratios
+    grids = profile.plans["calibrated-cache-verification"]["steps"]
+    assert grids == [28, 14]
+    sigmas = {28: None}
+    for steps in grids[1:]:  # the noise levels of a call at that step count
+        entry = models.get("shapes-flux")
+        pipe(prompt="a red circle", num_inference_steps=steps, height=entry.height, width=entry.width,
+             output_type="latent")  # fmt: skip
+        sigmas[steps] = call_sigmas(pipe.pipeline.scheduler)
     for stored in profile.plans["calibrated-cache"]:  # the shipped plans are this code's plans, verified
+        assert stored["steps"] in grids
         if "recomputed_from" in stored["generator"]:
             continue  # made from a cheaper plan by verification, not by the planner alone
         kind = {k: v for k, v in stored["generator"].items() if k in PlannerConfig.__dataclass_fields__}
-        again = plan_cache(profile, PlannerConfig(**{**kind, "flops_ratio": stored["target"]["flops_ratio"]}))
+        config = PlannerConfig(**{**kind, "flops_ratio": stored["target"]["flops_ratio"]})
+        again = plan_cache(profile, config, stored["steps"], sigmas[stored["steps"]])
         assert again.reuse == stored["reuse"] and stored["measured"]["psnr_db"] > 25
     assert pipe.methods[0].flops_ratio == 0.5
 
