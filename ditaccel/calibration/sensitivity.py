@@ -2,7 +2,7 @@
 
 The planner predicts a plan's error from per-block forecast errors, each measured with every other
 block computed. What it cannot see is what a step's error does downstream: measured on
-shapes-flux, an error made in the first third of the schedule costs about 50x more image MSE
+shapes-flux, an error made in the first third of the schedule costs about 85x more image MSE
 than the same predicted error in the last third (the layout is still forming; late errors are
 detail). So ``calibrate`` serves every block at one step ``t`` alone (Taylor order 1 from the two
 steps before), measures the image error against the plain run, and keeps
