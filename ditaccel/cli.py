@@ -232,7 +232,7 @@ def calibrate_command(
         list[int] | None,
         typer.Option(
             help="Other step counts the cache plans are verified at, from the same profile (repeat; "
-            "default: half the profile's steps)."
+            "default: half the profile's steps; 0: none)."
         ),
     ] = None,
 ) -> None:
@@ -245,7 +245,7 @@ def calibrate_command(
         settings = CalibrationSettings(
             model=model, prompts=prompts, task=task, steps=steps, height=height, width=width,
             device=device, dtype=dtype, verify=verify,
-            verify_steps=tuple(verify_steps) if verify_steps else None,
+            verify_steps=None if not verify_steps else tuple(n for n in verify_steps if n != 0),
         )  # fmt: skip
     except ValueError as exc:
         _fail(str(exc))

@@ -10,7 +10,13 @@ from ditaccel import AcceleratedPipeline
 from ditaccel.calibration import PlannerConfig, Profile, Profiler, ProfilerConfig, plan_all, plan_cache
 from ditaccel.calibration.error_model import ErrorModel
 from ditaccel.calibration.planner import CachePlan, nearest_plan
-from ditaccel.calibration.verify import GENERATORS, OTHER_GRID_GENERATORS, OTHER_GRID_ORDERS, verify_plans
+from ditaccel.calibration.verify import (
+    GENERATORS,
+    OTHER_GRID_GENERATORS,
+    OTHER_GRID_ORDERS,
+    recompute_to,
+    verify_plans,
+)
 from ditaccel.testing import example_call
 
 
@@ -167,6 +173,20 @@ def test_verification_at_another_step_count_stores_plans_there_and_they_run(make
     # 7 steps are nearer 6 than 8 (by ratio): planned on the 7-step grid in the 6-step plan's order
     assert method.plan(7, None).order == stored[6]["order"]
     acc.remove()
+
+
+def test_monotone_repair_works_on_another_grid():
+    """recompute_to on a plan made for another step count keeps that grid: it computes served pairs
+    again (a subset of the plan's stays served) until the dearer target is reached."""
+    profile = _profile()
+    steps = 8
+    sigmas = list(np.linspace(1.0, 0.0, steps + 1))
+    cheap = plan_cache(profile, PlannerConfig(flops_ratio=0.5), steps, sigmas)
+    dear = recompute_to(profile, cheap, 0.7, sigmas)
+    assert dear.steps == steps and dear.target == {"flops_ratio": 0.7}
+    assert 0.7 - 1e-6 <= dear.flops_ratio <= 0.7 + 1.0 / steps
+    served = {(t, b) for t, step in enumerate(dear.reuse) for b in step}
+    assert served < {(t, b) for t, step in enumerate(cheap.reuse) for b in step}
 
 
 def test_nearest_plan_takes_the_nearest_step_count_then_the_nearest_ratio():

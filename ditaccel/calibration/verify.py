@@ -167,6 +167,7 @@ def verify_plans(
     stored: list[CachePlan] = []
     monotone = True
     with tempfile.TemporaryDirectory() as tmp:
+        other_steps = tuple(n for n in dict.fromkeys(other_steps) if n != profile.steps and n >= 2)
         for steps in (profile.steps, *other_steps):
             runner = PlanRunner(pipeline, calls[:prompts], steps, Path(tmp))
             if steps == profile.steps and not profile.step_sensitivity:
@@ -215,20 +216,21 @@ def _verify_grid(
     for target in ordered:
         for plan in candidates(profile, target, order, steps, sigmas):
             run(target, plan)
-    if steps == profile.steps:
-        for dear, cheap in zip(ordered, ordered[1:], strict=False):
-            if (
-                dear in best
-                and cheap in best
-                and best[cheap].measured["psnr_db"] > best[dear].measured["psnr_db"]
-            ):
-                run(dear, recompute_to(profile, best[cheap], dear))
+    for dear, cheap in zip(ordered, ordered[1:], strict=False):
+        if (
+            dear in best
+            and cheap in best
+            and best[cheap].measured["psnr_db"] > best[dear].measured["psnr_db"]
+        ):
+            run(dear, recompute_to(profile, best[cheap], dear, sigmas))
     return [best[t] for t in ordered if t in best]
 
 
 def verification_work(
     steps: int, targets: tuple[float, ...] = DEFAULT_TARGETS, other_steps: tuple[int, ...] = ()
 ) -> int:
-    """Progress units of :func:`verify_plans`: one per step sensitivity run and candidate (at most)."""
+    """Progress units of :func:`verify_plans` (at most): one per step sensitivity run, candidate and
+    monotone repair."""
     other = len(other_steps) * len(OTHER_GRID_GENERATORS) * len(OTHER_GRID_ORDERS)
-    return steps - 1 + len(targets) * (len(GENERATORS) + other)
+    repairs = (len(targets) - 1) * (1 + len(other_steps))
+    return steps - 1 + len(targets) * (len(GENERATORS) + other) + repairs
