@@ -13,7 +13,7 @@ from .. import models
 from .planner import plan_all
 from .profile import Profile
 from .profiler import Profiler, ProfilerConfig
-from .verify import VERIFY_PROMPTS, verification_work, verify_plans
+from .verify import VERIFY_PROMPTS, other_grids, verification_work, verify_plans
 
 TASKS = ("t2i", "edit", "control")
 
@@ -92,8 +92,7 @@ class CalibrationSettings:
     def other_steps(self) -> tuple[int, ...]:
         """The step counts besides the profile's that the plans are verified at."""
         steps = self.profile_steps
-        chosen = (steps // 2,) if self.verify_steps is None else self.verify_steps
-        return tuple(n for n in dict.fromkeys(chosen) if n != steps and n >= 2)
+        return other_grids(steps, (steps // 2,) if self.verify_steps is None else self.verify_steps)
 
     def work(self) -> int:
         """Progress units: one per prompt, plus one per context-sensitivity prompt of edits (run

@@ -71,6 +71,12 @@ OTHER_GRID_GENERATORS: tuple[dict[str, Any], ...] = (
 OTHER_GRID_ORDERS = (0, 1)
 
 
+def other_grids(profile_steps: int, chosen: tuple[int, ...]) -> tuple[int, ...]:
+    """The step counts of ``chosen`` verified besides the profile's own (repeats and the profile's
+    step count dropped, each >= 2)."""
+    return tuple(n for n in dict.fromkeys(chosen) if n != profile_steps and n >= 2)
+
+
 def generator_grid(profile: Profile, steps: int, order: int) -> list[tuple[dict[str, Any], int]]:
     """(planner setting, forecast order) pairs tried at ``steps``: :func:`generators` with ``order``
     on the profile's own grid, the other-grid settings with both orders elsewhere."""
@@ -167,14 +173,13 @@ def verify_plans(
     stored: list[CachePlan] = []
     monotone = True
     with tempfile.TemporaryDirectory() as tmp:
-        other_steps = tuple(n for n in dict.fromkeys(other_steps) if n != profile.steps and n >= 2)
+        other_steps = other_grids(profile.steps, other_steps)
         for steps in (profile.steps, *other_steps):
             runner = PlanRunner(pipeline, calls[:prompts], steps, Path(tmp))
             if steps == profile.steps and not profile.step_sensitivity:
                 profile.step_sensitivity = step_sensitivity(runner, profile, progress=progress)
-            sigmas = (
-                None if steps == profile.steps else call_sigmas(pipeline.scheduler)
-            )  # the runner's calls set them
+            # the runner's reference calls set the scheduler's sigmas for this step count
+            sigmas = None if steps == profile.steps else call_sigmas(pipeline.scheduler)
             best = _verify_grid(runner, profile, targets, order, steps, sigmas, records, tick)
             psnrs = [p.measured["psnr_db"] for p in best]
             monotone = monotone and all(a >= b for a, b in zip(psnrs, psnrs[1:], strict=False))

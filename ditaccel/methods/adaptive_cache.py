@@ -46,8 +46,8 @@ class AdaptiveCacheConfig(MethodConfig):
     block runs on a served step) or ``probe`` (the first ``front`` blocks always run and decide).
     ``ramp``: the threshold grows linearly over the schedule to ``1 + ramp`` times its start
     (calibration measured an error in the last third of the schedule costing ~85x less image MSE
-    than in the first). ``front``: blocks always run (default 0 for ``rate``, 1 for ``probe``, which needs
-    >= 1). ``back``: last blocks always run. ``max_reuse``: most steps in a row served.
+    than in the first). ``front``: blocks always run (default 0 for ``rate``, 1 for ``probe``,
+    which needs >= 1). ``back``: last blocks always run. ``max_reuse``: most steps in a row served.
     ``order``: Taylor forecast order of the served residual (0: plain reuse). ``warmup`` /
     ``final``: steps always computed. Defaults (rate, order 1, ramp 3, max_reuse 3, no forced final
     step) chosen on shapes-flux t2i at 14 and 28 steps on the calibration prompts: at 28 steps,
@@ -155,9 +155,8 @@ class _AdaptivePolicy:
             state.accumulated = state.accumulated + change
             serve = float(state.accumulated) < c.threshold_at(info)  # the step's one scalar read
         else:
-            serve = state.rate is not None and state.rate * (info.step - state.hidden.step) < c.threshold_at(
-                info
-            )
+            since = info.step - state.hidden.step  # steps since the last compute
+            serve = state.rate is not None and state.rate * since < c.threshold_at(info)
         if not serve:
             return self._compute(state)
         state.reuses += 1

@@ -46,8 +46,8 @@ _GENERATOR_FIELDS = ("scope", "protect", "front", "max_gap", "weighting", "power
 class CalibratedCacheConfig(MethodConfig):
     """``profile``: a calibration profile (default: the one shipped with the model). ``flops_ratio``:
     target share of the plain transformer FLOPs (1: nothing cached, exact). ``budget``: largest
-    predicted error instead (or as well). ``order``: forecast of served residuals (0 reuse, 1 linear; default: the order of
-    the verified plan nearest the call).
+    predicted error instead (or as well). ``order``: forecast of served residuals (0 reuse, 1
+    linear; default: the order of the verified plan nearest the call).
     ``weighting``: how the planner weighs steps (default: as the verified plan nearest the target
     was made): ``measured`` by the profile's step sensitivity (what a step's error does to the
     image), ``uniform``, or ``dt`` (by the step's share of the noise schedule)."""
@@ -74,12 +74,12 @@ class CalibratedCacheConfig(MethodConfig):
         if self.profile is not None and not Path(self.profile).is_file():
             raise ValueError(f"{self.method}: profile {self.profile} does not exist")
 
-    def planner(self) -> PlannerConfig:
+    def planner(self, order: int) -> PlannerConfig:
+        """The planner settings of this call's target, for plans of forecast ``order``."""
         target = None if self.budget is not None and self.flops_ratio >= 1 else self.flops_ratio
         return PlannerConfig(
-            flops_ratio=target, budget=self.budget, order=1 if self.order is None else self.order,
-            weighting=self.weighting or "uniform",
-        )  # fmt: skip
+            flops_ratio=target, budget=self.budget, order=order, weighting=self.weighting or "uniform"
+        )
 
 
 @dataclass
@@ -206,7 +206,7 @@ class CalibratedCache(RangeMethod):
         if c.weighting is not None or unmeasured:  # the call's own (or the default) weighting instead
             kind = {k: v for k, v in kind.items() if k not in ("weighting", "power")}
         order = c.order if c.order is not None else (nearest.order if nearest else 1)
-        config = dataclasses.replace(c.planner(), order=order, **kind)
+        config = dataclasses.replace(c.planner(order), **kind)
         plan = plan_cache(profile, config, steps, sigmas)
         if c.budget is None and plan.flops_ratio > c.flops_ratio + RATIO_TOLERANCE:
             raise ValueError(
