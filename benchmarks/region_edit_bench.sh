@@ -16,6 +16,6 @@ ditaccel bench --model shapes-flux --task edit --steps 28 --height 128 --width 1
   --methods region-edit:source=mask,estimate_outside=false \
   --methods region-edit:source=mask,composite=true \
   --methods region-edit:source=estimate,velocity_tolerance=0 \
-  --methods adaptive-cache:threshold=0.3,order=1 \
+  --methods adaptive-cache:threshold=0.1 \
   --methods calibrated-cache:flops_ratio=0.4 \
   "$@" --json docs/region_edit.json --plot docs/region_edit.png

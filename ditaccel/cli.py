@@ -156,6 +156,12 @@ def bench_command(
     width: Annotated[int | None, typer.Option(help="Width (default: the model's).")] = None,
     prompts: Annotated[int, typer.Option(help="Number of prompts / edit cases from the default set.")] = 8,
     runs: Annotated[int, typer.Option(help="Timed rounds (wall_s is the median over them).")] = 3,
+    offset: Annotated[
+        int,
+        typer.Option(
+            help="Skip this many of the model's inputs (16: scenes neither bench nor calibration saw)."
+        ),
+    ] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
@@ -173,7 +179,7 @@ def bench_command(
     try:
         settings = BenchSettings(
             model=model, task=task, methods=list(methods), steps=steps, height=height, width=width,
-            prompts=prompts, runs=runs, device=device, dtype=dtype,
+            prompts=prompts, runs=runs, device=device, dtype=dtype, offset=offset,
         )  # fmt: skip
     except ValueError as exc:
         _fail(str(exc))
@@ -218,15 +224,28 @@ def calibrate_command(
     plots: Annotated[Path | None, typer.Option(help="Write PNG figures of the profile here.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+    verify: Annotated[
+        int,
+        typer.Option(help="Calibration prompts each candidate cache plan is run on (0: store them unrun)."),
+    ] = 4,
+    verify_steps: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Other step counts the cache plans are verified at, from the same profile (repeat; "
+            "default: half the profile's steps; 0: none)."
+        ),
+    ] = None,
 ) -> None:
-    """Profile a model's per-block, per-step redundancy and attention density; write the profile
-    with its recommended plans (and figures), for `calibrated-cache:profile=...`."""
+    """Profile a model's per-block, per-step redundancy and attention density; plan, run the
+    candidate cache plans and keep the best measured; write the profile (and figures), for
+    `calibrated-cache:profile=...`."""
     from .calibration.run import CalibrationSettings, calibrate
 
     try:
         settings = CalibrationSettings(
             model=model, prompts=prompts, task=task, steps=steps, height=height, width=width,
-            device=device, dtype=dtype,
+            device=device, dtype=dtype, verify=verify,
+            verify_steps=None if not verify_steps else tuple(n for n in verify_steps if n != 0),
         )  # fmt: skip
     except ValueError as exc:
         _fail(str(exc))
@@ -239,6 +258,8 @@ def calibrate_command(
             _fail(str(exc))
         progress.update(bar, total=progress.tasks[bar].completed, description="calibrated")  # no context pass
     console.print(profile_table(profile))
+    if profile.plans.get("calibrated-cache"):
+        console.print(plans_table(profile))
     console.print(f"wrote {profile.save(out)}")
     if plots is not None:
         from .calibration.plots import profile_plots
@@ -259,14 +280,33 @@ def profile_table(profile) -> Table:
     for b, name in enumerate(profile.blocks):
         gflops = profile.block_gflops[b] if profile.block_gflops else None
         table.add_row(name, f"{change[:, b].mean():.4f}", f"{cv[:, b].mean():.3f}", _cell(gflops))
-    for plan in profile.plans.get("calibrated-cache", []):
-        served = sum(len(step) for step in plan["reuse"])
-        table.add_row(
-            f"plan flops_ratio={plan['target'].get('flops_ratio')}",
-            f"{served} served",
-            f"error {plan['predicted_error']:.3f}" if plan["predicted_error"] is not None else "-",
-            f"ratio {plan['flops_ratio']:.3f}",
+    return table
+
+
+def plans_table(profile) -> Table:
+    """The stored cache plans: target, FLOPs ratio, the planner settings, predicted error and, where
+    `calibrate` ran them, the measured PSNR (which must fall with the ratio)."""
+    check = profile.plans.get("calibrated-cache-verification", {})
+    title = "calibrated-cache plans"
+    if check:
+        title += f" (run on {check['prompts']} prompts; PSNR {'falls' if check['monotone'] else 'does NOT fall'} with the ratio)"
+    table = Table(title=title)
+    columns = ("steps", "target", "flops ratio", "served", "plan kind", "predicted error", "measured PSNR dB")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "plan kind" else "right")
+    for plan in profile.plans["calibrated-cache"]:
+        kind = plan.get("generator") or {}
+        shown = ("weighting", "power", "scope", "protect", "max_gap", "recomputed_from")
+        text = ", ".join(
+            [f"order={plan['order']}"]
+            + [f"{k}={v}" for k, v in kind.items() if k in shown and v not in (None, 0.0, 1.0, "block")]
         )
+        predicted = plan["predicted_error"]
+        table.add_row(
+            str(plan["steps"]), str(plan["target"].get("flops_ratio", "-")), f"{plan['flops_ratio']:.3f}",
+            str(sum(len(step) for step in plan["reuse"])), text or "-",
+            "-" if predicted is None else f"{predicted:.3f}", _cell((plan.get("measured") or {}).get("psnr_db")),
+        )  # fmt: skip
     return table
 
 

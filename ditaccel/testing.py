@@ -299,23 +299,30 @@ def _autoencoder_kl(
     )
 
 
+def _flux_geometry(in_channels: int, layers: int) -> dict[str, Any]:
+    """The tiny FLUX transformer's (and ControlNet's) sizes: ``layers`` double and single blocks."""
+    return dict(
+        patch_size=1,  # Flux packs 2x2 latent patches in the pipeline, not the model
+        in_channels=in_channels,
+        num_layers=layers,
+        num_single_layers=layers,
+        attention_head_dim=HEAD_DIM,
+        num_attention_heads=NUM_HEADS,
+        joint_attention_dim=T5_D_MODEL,
+        pooled_projection_dim=CLIP_HIDDEN,
+        guidance_embeds=True,  # FLUX.1-dev style guidance distillation
+        axes_dims_rope=ROPE_AXES_DIMS,
+    )
+
+
 def _flux_components(seed: int, transformer_in_channels: int) -> dict[str, Any]:
     """All components of a Flux-family pipeline (CLIP-L + T5 text encoders, Flux VAE, MMDiT)."""
     clip_tok, t5_tok = _clip_tokenizer(), _t5_tokenizer()
     transformer = _seeded(
         seed,
         lambda: FluxTransformer2DModel(
-            patch_size=1,  # Flux packs 2x2 latent patches in the pipeline, not the model
-            in_channels=transformer_in_channels,
             out_channels=LATENT_CHANNELS * PATCH_SIZE**2,
-            num_layers=NUM_LAYERS,
-            num_single_layers=NUM_LAYERS,
-            attention_head_dim=HEAD_DIM,
-            num_attention_heads=NUM_HEADS,
-            joint_attention_dim=T5_D_MODEL,
-            pooled_projection_dim=CLIP_HIDDEN,
-            guidance_embeds=True,  # FLUX.1-dev style guidance distillation
-            axes_dims_rope=ROPE_AXES_DIMS,
+            **_flux_geometry(transformer_in_channels, NUM_LAYERS),
         ),
     )
     # Flux's VAE has no quant convs; shift and scale must be set or decoding fails.
@@ -359,18 +366,7 @@ def _build_flux_controlnet(seed: int) -> DiffusionPipeline:
     """FLUX.1 with a ControlNet: its residuals are added to the image stream after the blocks."""
     controlnet = _seeded(
         seed + 1,
-        lambda: FluxControlNetModel(
-            patch_size=1,
-            in_channels=LATENT_CHANNELS * PATCH_SIZE**2,
-            num_layers=CONTROLNET_LAYERS,
-            num_single_layers=CONTROLNET_LAYERS,
-            attention_head_dim=HEAD_DIM,
-            num_attention_heads=NUM_HEADS,
-            joint_attention_dim=T5_D_MODEL,
-            pooled_projection_dim=CLIP_HIDDEN,
-            guidance_embeds=True,
-            axes_dims_rope=ROPE_AXES_DIMS,
-        ),
+        lambda: FluxControlNetModel(**_flux_geometry(LATENT_CHANNELS * PATCH_SIZE**2, CONTROLNET_LAYERS)),
     )
     _randomize_zero_projections(controlnet)
     return FluxControlNetPipeline(

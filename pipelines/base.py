@@ -365,4 +365,8 @@ class Adapter:
             value = getattr(request, name)
             if value is not None:
                 kwargs[name] = value
+        if self.task == "control":  # ControlNet pipelines: the request's image steers the generation
+            if request.image is None:
+                raise ValueError(f"{type(self.pipeline).__name__} follows a control image: pass --image")
+            kwargs["control_image"] = request.image
         return kwargs

@@ -178,10 +178,6 @@ class FluxAdapter(Adapter):
         kwargs["prompt"] = request.prompt
         if self.task in ("edit", "inpaint") and request.image is None:
             raise ValueError(f"{type(self.pipeline).__name__} edits an image: pass --image")
-        if self.task == "control":
-            if request.image is None:
-                raise ValueError(f"{type(self.pipeline).__name__} follows a control image: pass --image")
-            kwargs["control_image"] = request.image
         if self.task == "edit":
             kwargs["image"] = request.image
             if request.height and request.width:

@@ -70,10 +70,6 @@ class SD3Adapter(Adapter):
 
     def build_call(self, request: GenerationRequest) -> dict[str, Any]:
         kwargs = {**self._common_call(request), "prompt": request.prompt}
-        if self.task == "control":
-            if request.image is None:
-                raise ValueError(f"{type(self.pipeline).__name__} follows a control image: pass --image")
-            kwargs["control_image"] = request.image
-        elif request.image is not None:
+        if self.task != "control" and request.image is not None:
             raise ValueError(f"{type(self.pipeline).__name__} takes no image")
         return kwargs

@@ -44,6 +44,38 @@ def run(pipe, name: str, **overrides) -> np.ndarray:
     return np.asarray(output_images(pipe(**example_call(name, **overrides))))
 
 
+def context_profile(pipe, tmp_path, pivotal: str | None = None, steps: int | None = None, **fields) -> str:
+    """The path of a synthetic profile of ``pipe`` whose context sensitivity makes ``pivotal``
+    (default: the first attention layer) the most sensitive layer, for ``context-prune``."""
+    from ditaccel import AcceleratedPipeline
+    from ditaccel.testing import synthetic_profile
+
+    acc = AcceleratedPipeline.from_pipe(pipe, [])
+    sites = [site.name for site in acc.adapter.sequence_attention_sites(pipe.transformer)]
+    acc.remove()
+    pivotal = pivotal or sites[0]
+    values = {"context_layers": sites, "context_sensitivity": [0.9 if s == pivotal else 0.1 for s in sites]}
+    if steps is not None:
+        values["steps"] = steps
+    path = tmp_path / "profile.json"
+    synthetic_profile(pipe, **{**values, **fields}).save(path)
+    return str(path)
+
+
+def with_profile(spec: str, pipe, tmp_path, steps: int) -> str:
+    """``spec`` with a synthetic profile of ``pipe`` (``steps`` steps) given to ``calibrated-cache``
+    or ``context-prune``; other specs unchanged."""
+    if spec.startswith("context-prune"):
+        path = context_profile(pipe, tmp_path, steps=steps)
+        return spec.replace("context-prune:", f"context-prune:profile={path},")
+    if not spec.startswith("calibrated-cache"):
+        return spec
+    from ditaccel.testing import synthetic_profile
+
+    path = synthetic_profile(pipe, steps=steps).save(tmp_path / "profile.json")
+    return spec.replace("calibrated-cache:", f"calibrated-cache:profile={path},")
+
+
 def velocities(pipe, name: str, **call) -> list[torch.Tensor]:
     """The generated tokens' velocity of every transformer call of one pipeline call (the rows
     the loop keeps), for tests of what a method serves."""

@@ -13,10 +13,16 @@ from hypothesis import strategies as st
 from ditaccel import AcceleratedPipeline
 from ditaccel.hooks.block_range import flat_blocks
 from ditaccel.methods import schedules
+from ditaccel.methods.adaptive_cache import relative_l1
 from ditaccel.methods.taylor import TaylorSeries
 from ditaccel.testing import TINY_MODELS, example_call
 
-EXACT = ["deepcache:interval=1", "adaptive-cache:threshold=0", "adaptive-cache:threshold=0,order=2"]
+EXACT = [
+    "deepcache:interval=1",
+    "adaptive-cache:threshold=0",
+    "adaptive-cache:threshold=0,order=2",
+    "adaptive-cache:threshold=0,decide=probe",
+]
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
@@ -66,14 +72,79 @@ def test_deepcache_skips_the_deep_blocks_on_cached_steps(name, make_pipe):
     assert np.isfinite(out).all()
 
 
-def test_adaptive_cache_reuses_and_respects_max_reuse(make_pipe):
+@pytest.mark.parametrize(("decide", "expected"), [("probe", [1, 3, 5]), ("rate", [2, 4, 6])])
+def test_adaptive_cache_reuses_and_respects_max_reuse(decide, expected, make_pipe):
     pipe = make_pipe("tiny-random-flux")
-    accelerated = AcceleratedPipeline.from_pipe(pipe, methods="adaptive-cache:threshold=100,max_reuse=1")
+    spec = f"adaptive-cache:threshold=100,max_reuse=1,final=1,decide={decide}"
+    accelerated = AcceleratedPipeline.from_pipe(pipe, methods=spec)
+    counts = _deep_calls(pipe, accelerated)
     run(accelerated, "tiny-random-flux", steps=8)
     reused = accelerated.stats.steps_with_reuse
-    # threshold never reached: every step it may reuse, it does, but never two in a row;
-    # step 0 (warm-up) and step 7 (final) compute
-    assert reused == [1, 3, 5]
+    # threshold never reached: every step it may reuse, it does, but never two in a row; step 0
+    # (warm-up) and step 7 (final) compute, and the rate needs two computed steps (0 and 1)
+    assert reused == expected
+    names = list(counts)
+    if decide == "probe":  # the probe block runs at every step, the others at the computed ones
+        assert counts[names[0]] == 8 and all(counts[n] == 8 - len(expected) for n in names[1:])
+    else:  # a served step runs no block at all
+        assert all(counts[n] == 8 - len(expected) for n in names)
+
+
+def _stack_residuals(pipe, name: str, steps: int) -> list[torch.Tensor]:
+    """Per step of a plain run, the image stream leaving the last block minus the one entering
+    the first (the residual decide=rate watches)."""
+    plain = AcceleratedPipeline.from_pipe(pipe, methods=[])
+    blocks = flat_blocks(plain.adapter, pipe.transformer)
+    entering, residuals = [], []
+    first = blocks[0].module.register_forward_pre_hook(
+        lambda m, args, kwargs: entering.append(blocks[0].io.split_input(args, kwargs)[0]), with_kwargs=True
+    )
+    last = blocks[-1].module.register_forward_hook(
+        lambda m, a, output: residuals.append(blocks[-1].io.split_output(output)[0] - entering[-1])
+    )
+    run(plain, name, steps=steps)
+    first.remove(), last.remove(), plain.remove()
+    return residuals
+
+
+def test_adaptive_cache_rate_is_the_residual_change_per_step(make_pipe):
+    """decide=rate serves a step while the change per step of the whole stack's residual between
+    the last two computed steps, times the steps since the last compute, stays under the
+    threshold: just above the rate measured over steps 0 -> 1, step 2 is served and step 3 (twice
+    the rate) is not; just below it, step 2 is computed."""
+    name, steps = "tiny-random-flux", 6
+    pipe = make_pipe(name)
+    residuals = _stack_residuals(pipe, name, steps)
+    rate = float(relative_l1(residuals[1], residuals[0]))
+    reused = {}
+    for factor in (1.01, 0.99):
+        spec = f"adaptive-cache:threshold={rate * factor},ramp=0,max_reuse=5,warmup=1,final=0"
+        acc = AcceleratedPipeline.from_pipe(pipe, methods=spec)
+        run(acc, name, steps=steps)
+        reused[factor] = acc.stats.steps_with_reuse
+        pipe = acc.remove()
+    assert reused[1.01][:1] == [2] and 3 not in reused[1.01]
+    assert 2 not in reused[0.99]
+
+
+def test_adaptive_cache_threshold_ramps_over_the_schedule(make_pipe):
+    """A threshold under every step's change reuses nothing without a ramp; with a ramp it grows
+    along the schedule, so reuse begins once it passes the change: a steeper ramp begins no later."""
+    name, steps = "tiny-random-flux", 10
+    pipe = make_pipe(name)
+    first = {}
+    for ramp in (0, 1e3, 1e5, 1e7):
+        acc = AcceleratedPipeline.from_pipe(
+            pipe, methods=f"adaptive-cache:threshold=1e-6,max_reuse=1,ramp={ramp}"
+        )
+        run(acc, name, steps=steps)
+        reused = acc.stats.steps_with_reuse
+        first[ramp] = min(reused) if reused else steps
+        acc.remove()
+    assert first[0] == steps  # no ramp: nothing reused
+    assert first[1e7] < steps  # a steep ramp passes the change
+    assert first[0] >= first[1e3] >= first[1e5] >= first[1e7]
+    assert first[1e3] > first[1e7]  # and the start moves with the ramp
 
 
 def test_adaptive_cache_with_taylor_forecast_differs_from_plain_reuse(make_pipe):
@@ -157,7 +228,9 @@ def test_invalid_configurations_fail_before_any_hook(make_pipe):
     with pytest.raises(ValueError):
         AcceleratedPipeline.from_pipe(pipe, methods="deepcache+adaptive-cache")
     with pytest.raises(ValueError, match="front"):
-        AcceleratedPipeline.from_pipe(pipe, methods="adaptive-cache:front=0")
+        AcceleratedPipeline.from_pipe(pipe, methods="adaptive-cache:decide=probe,front=0")
+    with pytest.raises(ValueError, match="decide"):
+        AcceleratedPipeline.from_pipe(pipe, methods="adaptive-cache:decide=sometimes")
     assert not hasattr(pipe.transformer.transformer_blocks[1], "_diffusers_hook") or not any(
         pipe.transformer.transformer_blocks[1]._diffusers_hook.hooks
     )

@@ -22,6 +22,7 @@ from ditaccel.calibration import (
     plan_cache,
     shipped_profile,
 )
+from ditaccel.calibration.error_model import call_sigmas
 from ditaccel.calibration.planner import pivotal_layers, predicted_error
 from ditaccel.calibration.plots import profile_plots
 from ditaccel.calibration.profile import fingerprint, tensor_path
@@ -354,9 +355,23 @@ def test_shapes_flux_ships_a_profile_that_fits_it():
     assert profile.has_errors and profile.steps == 28 and profile.prompts >= 8
     plan = plan_cache(profile, PlannerConfig())
     assert 0.45 < plan.flops_ratio <= 0.5  # the default target
-    for stored in profile.plans["calibrated-cache"]:  # the shipped plans are this code's plans
-        again = plan_cache(profile, PlannerConfig(flops_ratio=stored["target"]["flops_ratio"]))
-        assert again.reuse == stored["reuse"]
+    assert profile.step_sensitivity and profile.mag_ratios
+    grids = profile.plans["calibrated-cache-verification"]["steps"]
+    assert grids == [28, 14]
+    sigmas = {28: None}
+    for steps in grids[1:]:  # the noise levels of a call at that step count
+        entry = models.get("shapes-flux")
+        pipe(prompt="a red circle", num_inference_steps=steps, height=entry.height, width=entry.width,
+             output_type="latent")  # fmt: skip
+        sigmas[steps] = call_sigmas(pipe.pipeline.scheduler)
+    for stored in profile.plans["calibrated-cache"]:  # the shipped plans are this code's plans, verified
+        assert stored["steps"] in grids
+        if "recomputed_from" in stored["generator"]:
+            continue  # made from a cheaper plan by verification, not by the planner alone
+        kind = {k: v for k, v in stored["generator"].items() if k in PlannerConfig.__dataclass_fields__}
+        config = PlannerConfig(**{**kind, "flops_ratio": stored["target"]["flops_ratio"]})
+        again = plan_cache(profile, config, stored["steps"], sigmas[stored["steps"]])
+        assert again.reuse == stored["reuse"] and stored["measured"]["psnr_db"] > 25
     assert pipe.methods[0].flops_ratio == 0.5
 
 
@@ -427,3 +442,23 @@ def _fields(profile: Profile) -> dict:
     from dataclasses import fields
 
     return {f.name: getattr(profile, f.name) for f in fields(profile) if f.name != "tensors"}
+
+
+def test_magnitude_ratios_are_the_ones_magcache_calibration_prints(make_pipe, capsys):
+    """The profile's per-step magnitude ratios equal what diffusers' MagCache calibration mode prints
+    for the same call, so peer-magcache runs as calibrated as MagCache's authors intend."""
+    from diffusers import MagCacheConfig
+
+    name, steps = "tiny-random-flux", 5
+    plain = make_pipe(name)
+    plain.transformer.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=steps))
+    capsys.readouterr()
+    plain(**example_call(name, seed=0, steps=steps))
+    printed = capsys.readouterr().out
+    plain.transformer.disable_cache()
+    expected = [float(x) for x in printed.split("[")[-1].split("]")[0].split(",")]
+    pipe = AcceleratedPipeline.from_pipe(plain, methods=[])
+    profile = Profiler(pipe, ProfilerConfig(max_gap=2)).profile(_calls(name, (0,), steps), name, steps=steps)
+    assert len(expected) == steps and profile.mag_ratios[0] == 1.0
+    np.testing.assert_allclose(profile.mag_ratios, expected, rtol=1e-4)
+    assert len(set(profile.mag_ratios[1:])) > 1  # real, step-dependent values

@@ -7,10 +7,9 @@ keeps the suite fast; ``benchmarks/compile_check.py`` counts breaks and recompil
 import numpy as np
 import pytest
 import torch._dynamo as dynamo
-from conftest import run
+from conftest import run, with_profile
 
 from ditaccel import AcceleratedPipeline
-from ditaccel.testing import synthetic_profile
 
 FLUX, KONTEXT, QWEN = "tiny-random-flux", "tiny-random-flux-kontext", "tiny-random-qwen-image"
 STEPS = 4
@@ -32,18 +31,7 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "spec"), CASES)
 def test_compiled_wrapped_pipeline_computes_what_eager_computes(name, spec, make_pipe, tmp_path):
-    if spec.startswith("calibrated-cache"):
-        path = synthetic_profile(make_pipe(name), steps=STEPS).save(tmp_path / "profile.json")
-        spec = spec.replace("calibrated-cache:", f"calibrated-cache:profile={path},")
-    if spec.startswith("context-prune"):
-        pipe = make_pipe(name)
-        acc = AcceleratedPipeline.from_pipe(pipe, [])
-        sites = [site.name for site in acc.adapter.sequence_attention_sites(pipe.transformer)]
-        acc.remove()
-        profile = synthetic_profile(
-            pipe, steps=STEPS, context_layers=sites, context_sensitivity=[0.9] + [0.1] * (len(sites) - 1)
-        )
-        spec = spec.replace("context-prune:", f"context-prune:profile={profile.save(tmp_path / 'p.json')},")
+    spec = with_profile(spec, make_pipe(name), tmp_path, STEPS)
     eager = run(AcceleratedPipeline.from_pipe(make_pipe(name), spec), name, steps=STEPS)
     pipe = make_pipe(name)
     acc = AcceleratedPipeline.from_pipe(pipe, spec)

@@ -5,7 +5,7 @@ context-sensitivity proxy, and every refusal before compute."""
 import numpy as np
 import pytest
 import torch
-from conftest import run
+from conftest import context_profile, run
 
 from ditaccel import AcceleratedPipeline
 from ditaccel.attention import sdpa_route
@@ -20,19 +20,6 @@ from ditaccel.testing import example_call, synthetic_profile
 KONTEXT, QWEN_EDIT = "tiny-random-flux-kontext", "tiny-random-qwen-image-edit"
 
 
-def _profile(pipe, tmp_path, pivotal: str | None = None, **fields) -> str:
-    """A synthetic profile of ``pipe`` whose context sensitivity makes ``pivotal`` (default: the
-    first attention layer) the most sensitive layer; its path."""
-    acc = AcceleratedPipeline.from_pipe(pipe, [])
-    sites = [site.name for site in acc.adapter.sequence_attention_sites(pipe.transformer)]
-    acc.remove()
-    pivotal = pivotal or sites[0]
-    values = {"context_layers": sites, "context_sensitivity": [0.9 if s == pivotal else 0.1 for s in sites]}
-    path = tmp_path / "profile.json"
-    synthetic_profile(pipe, **{**values, **fields}).save(path)
-    return str(path)
-
-
 @pytest.mark.parametrize("name", [KONTEXT, QWEN_EDIT])
 def test_keep_all_is_the_plain_pipeline(name, make_pipe, tmp_path):
     pipe = make_pipe(name)
@@ -40,7 +27,7 @@ def test_keep_all_is_the_plain_pipeline(name, make_pipe, tmp_path):
     acc = AcceleratedPipeline.from_pipe(pipe, "context-prune:keep=1")
     assert np.array_equal(run(acc, name, steps=4), plain)
     pruned = AcceleratedPipeline.from_pipe(
-        acc.remove(), f"context-prune:keep=0.25,profile={_profile(pipe, tmp_path)}"
+        acc.remove(), f"context-prune:keep=0.25,profile={context_profile(pipe, tmp_path)}"
     )
     assert not np.array_equal(run(pruned, name, steps=4), plain)  # the pruned steps did run
     assert pruned.stats.extra["context_scorings"] > 0
@@ -52,7 +39,9 @@ def test_every_token_kept_through_the_pruning_path_is_the_plain_pipeline(name, m
     every later block and the padding of the output: the plain pipeline, bit for bit."""
     pipe = make_pipe(name)
     plain = run(pipe, name, steps=3)
-    acc = AcceleratedPipeline.from_pipe(pipe, f"context-prune:keep=0.9999,profile={_profile(pipe, tmp_path)}")
+    acc = AcceleratedPipeline.from_pipe(
+        pipe, f"context-prune:keep=0.9999,profile={context_profile(pipe, tmp_path)}"
+    )
     assert np.array_equal(run(acc, name, steps=3), plain)
     assert acc.stats.extra["context_scorings"] > 0 and acc.stats.extra["context_tokens"]
 
@@ -97,7 +86,7 @@ def test_kept_tokens_are_the_most_attended_and_the_pruned_ones_are_not_computed(
     own rotary row; the blocks before see every token."""
     pipe = make_pipe(name)
     acc = AcceleratedPipeline.from_pipe(
-        pipe, f"context-prune:keep=0.25,refresh=100,profile={_profile(pipe, tmp_path)}"
+        pipe, f"context-prune:keep=0.25,refresh=100,profile={context_profile(pipe, tmp_path)}"
     )
     method = acc.method("context-prune")
     adapter = acc.adapter
@@ -156,7 +145,7 @@ def test_kept_tokens_are_the_most_attended_and_the_pruned_ones_are_not_computed(
 
 def test_refresh_rescores(make_pipe, tmp_path):
     pipe = make_pipe(KONTEXT)
-    path = _profile(pipe, tmp_path)
+    path = context_profile(pipe, tmp_path)
     for refresh, scorings in ((1, 4), (2, 2), (4, 1)):
         acc = AcceleratedPipeline.from_pipe(pipe, f"context-prune:keep=0.5,refresh={refresh},profile={path}")
         run(acc, KONTEXT, steps=4)
@@ -170,7 +159,7 @@ def test_composes_with_region_edit(make_pipe, tmp_path):
     from PIL import Image
 
     pipe = make_pipe(KONTEXT)
-    path = _profile(pipe, tmp_path)
+    path = context_profile(pipe, tmp_path)
     size = example_call(KONTEXT)["height"]
     mask = np.zeros((size, size), np.uint8)
     mask[: size // 2, : size // 2] = 255
@@ -202,10 +191,10 @@ def test_refusals_before_compute(make_pipe, tmp_path):
     ).save(other)
     with pytest.raises(ValueError, match="calibrate"):
         AcceleratedPipeline.from_pipe(pipe, f"context-prune:profile={other}")
-    last = _profile(pipe, tmp_path, pivotal="single_transformer_blocks.1.attn")
+    last = context_profile(pipe, tmp_path, pivotal="single_transformer_blocks.1.attn")
     with pytest.raises(ValueError, match="last block"):
         AcceleratedPipeline.from_pipe(pipe, f"context-prune:profile={last}")
-    path = _profile(pipe, tmp_path)
+    path = context_profile(pipe, tmp_path)
     for spec, match in (
         ("context-prune:keep=0", "keep"),
         ("context-prune:refresh=0", "refresh"),
@@ -260,7 +249,7 @@ def test_merge_with_every_token_kept_is_the_plain_pipeline(name, make_pipe, tmp_
     """Groups of one: every proportional-attention weight is log(1) = 0."""
     pipe = make_pipe(name)
     plain = torch.from_numpy(run(pipe, name, steps=3).astype(np.float32))
-    spec = f"context-prune:keep=0.9999,merge=true,profile={_profile(pipe, tmp_path)}"
+    spec = f"context-prune:keep=0.9999,merge=true,profile={context_profile(pipe, tmp_path)}"
     acc = AcceleratedPipeline.from_pipe(pipe, spec)
     torch.testing.assert_close(
         torch.from_numpy(run(acc, name, steps=3).astype(np.float32)), plain, atol=1.0, rtol=0

@@ -16,12 +16,12 @@ import functools
 import numpy as np
 import pytest
 import torch
-from conftest import run, velocities
+from conftest import run, velocities, with_profile
 from PIL import Image
 
 from ditaccel import AcceleratedPipeline
 from ditaccel.bench import BenchSettings, run_bench
-from ditaccel.testing import example_call, synthetic_profile
+from ditaccel.testing import example_call
 
 CONTROL = ["tiny-random-flux-controlnet", "tiny-random-sd3-controlnet"]
 FROZEN = [0.7] * 8
@@ -53,9 +53,7 @@ def test_attention_methods_at_their_exact_setting_are_the_plain_pipeline(name, m
 )
 def test_range_caches_serve_the_plain_value_with_the_control_signal(name, spec, make_pipe, tmp_path):
     pipe = _begins_at_step_zero(make_pipe(name))
-    if spec.startswith("calibrated-cache"):
-        path = synthetic_profile(pipe, steps=len(FROZEN)).save(tmp_path / "profile.json")
-        spec = spec.replace("calibrated-cache:", f"calibrated-cache:profile={path},")
+    spec = with_profile(spec, pipe, tmp_path, len(FROZEN))
     plain = velocities(pipe, name, steps=len(FROZEN), sigmas=FROZEN)
     accelerated = AcceleratedPipeline.from_pipe(pipe, spec)
     served = velocities(accelerated, name, steps=len(FROZEN), sigmas=FROZEN)

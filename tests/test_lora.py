@@ -6,10 +6,9 @@ change of weights."""
 import numpy as np
 import pytest
 import torch
-from conftest import run
+from conftest import run, with_profile
 
 from ditaccel import AcceleratedPipeline
-from ditaccel.testing import synthetic_profile
 
 peft = pytest.importorskip("peft")  # the dev extra installs it
 
@@ -90,9 +89,7 @@ def test_a_cache_never_serves_across_a_change_of_weights(name, spec, make_pipe, 
     """Each call of a wrapped pipeline whose adapter weights changed since its last call gives what
     a freshly wrapped pipeline with those weights gives: nothing cached under the old weights."""
     first, second = loras
-    if spec.startswith("calibrated-cache"):
-        path = synthetic_profile(make_pipe(name), steps=4).save(tmp_path / "profile.json")
-        spec = spec.replace("calibrated-cache:", f"calibrated-cache:profile={path},")
+    spec = with_profile(spec, make_pipe(name), tmp_path, 4)
     pipe = make_pipe(name)
     pipe.load_lora_weights(first, adapter_name="first")
     pipe.load_lora_weights(second, adapter_name="second")

@@ -111,3 +111,23 @@ def test_nested_counts_each_see_their_part_and_discounts_come_off():
         model(torch.randn(2, 8))
         handle.remove()
     assert (outer.total, inner.total) == (2 * one - 10, one - 10)
+
+
+def test_flop_count_survives_a_module_graph_with_a_cycle():
+    """cache-dit's cached blocks hold their transformer as a child: torch's module tracker recursed
+    forever on such a graph inside count_flops."""
+    from ditaccel.metrics import count_flops
+
+    class Holder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+            self.inner = torch.nn.Module()
+            self.inner.owner = self  # the cycle
+
+        def forward(self, x):
+            return self.linear(x)
+
+    with count_flops() as counted:
+        Holder()(torch.randn(2, 4))
+    assert counted.total == 2 * 2 * 4 * 4

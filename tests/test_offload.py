@@ -7,10 +7,9 @@ cells are in ``benchmarks/gpu_check.sh``)."""
 import numpy as np
 import pytest
 import torch
-from conftest import run
+from conftest import run, with_profile
 
 from ditaccel import AcceleratedPipeline
-from ditaccel.testing import synthetic_profile
 
 FLUX, KONTEXT = "tiny-random-flux", "tiny-random-flux-kontext"
 CPU = torch.device("cpu")
@@ -60,25 +59,10 @@ METHODS = [
 STEPS = 6
 
 
-def _spec(spec: str, pipe, tmp_path) -> str:
-    if spec.startswith("calibrated-cache"):
-        path = synthetic_profile(pipe, steps=STEPS).save(tmp_path / "profile.json")
-        return spec.replace("calibrated-cache:", f"calibrated-cache:profile={path},")
-    if spec.startswith("context-prune"):
-        acc = AcceleratedPipeline.from_pipe(pipe, [])
-        sites = [site.name for site in acc.adapter.sequence_attention_sites(pipe.transformer)]
-        acc.remove()
-        sensitivity = [0.9] + [0.1] * (len(sites) - 1)
-        profile = synthetic_profile(pipe, steps=STEPS, context_layers=sites, context_sensitivity=sensitivity)
-        path = profile.save(tmp_path / "profile.json")
-        return spec.replace("context-prune:", f"context-prune:profile={path},")
-    return spec
-
-
 @pytest.mark.parametrize("offload", list(OFFLOADS))
 @pytest.mark.parametrize(("name", "method"), METHODS)
 def test_offloaded_accelerated_pipeline_computes_the_same(make_pipe, tmp_path, offload, name, method):
-    spec = _spec(method, make_pipe(name), tmp_path)
+    spec = with_profile(method, make_pipe(name), tmp_path, STEPS)
     expected = run(AcceleratedPipeline.from_pipe(make_pipe(name), spec), name, steps=STEPS)
 
     before = make_pipe(name)  # offloaded, then wrapped

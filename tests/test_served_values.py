@@ -37,6 +37,7 @@ def _assert_served_plain(pipe, name: str, spec: str, **call) -> AcceleratedPipel
         ("tiny-random-qwen-image", "deepcache:interval=2"),
         ("tiny-random-flux", "adaptive-cache:threshold=0.5"),
         ("tiny-random-flux", "adaptive-cache:threshold=0.5,order=1"),
+        ("tiny-random-flux", "adaptive-cache:threshold=0.5,decide=probe,order=2"),
         ("tiny-random-flux-kontext", "deepcache:interval=2"),
     ],
 )

@@ -19,9 +19,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .error_model import ErrorModel
 from .profile import Profile
 
 DEFAULT_TARGETS = (0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3)
+RATIO_TOLERANCE = 0.03  # a plan further than this above its target flops_ratio misses it
 # pivotal layers: the most context-sensitive ones that together hold this share of the sensitivity
 # (ToPi scores tokens at a few layers; half the total keeps the list short where one layer dominates)
 PIVOTAL_SHARE = 0.5
@@ -33,24 +35,37 @@ _SMALLEST_SHARE = 1e-6  # a head keeps at least one block anyway (top-k rounds u
 class PlannerConfig:
     """``flops_ratio``: target share of the plain transformer FLOPs; ``budget``: largest predicted
     error (either or both; the plan stops at whichever comes first). ``order``: the forecast the
-    cache uses (0 reuse, 1 linear). ``weighting``: ``uniform`` weighs steps equally, ``dt`` by their
+    cache uses (0 reuse, 1 linear). ``weighting``: ``uniform`` weighs steps equally, ``measured`` by
+    the profile's step sensitivity (to the ``power``), ``dt`` by their
     noise-schedule step. ``max_gap``: longest run of served steps (default: the profile's)."""
 
     flops_ratio: float | None = 0.5
     budget: float | None = None
     order: int = 1
-    weighting: Literal["uniform", "dt"] = "uniform"
+    weighting: Literal["uniform", "dt", "measured"] = "uniform"
     max_gap: int | None = None
+    power: float = 1.0
+    scope: Literal["block", "step"] = "block"
+    protect: float = 0.0
+    front: int = 1
 
     def __post_init__(self) -> None:
+        if self.scope not in ("block", "step"):
+            raise ValueError(f"scope must be block or step, got {self.scope!r}")
+        if not 0.0 <= self.protect < 1.0:
+            raise ValueError(f"protect must be in [0, 1), got {self.protect}")
+        if self.front < 0:
+            raise ValueError(f"front must be >= 0, got {self.front}")
         if self.flops_ratio is None and self.budget is None:
             raise ValueError("a cache plan needs a flops_ratio target or an error budget")
         if self.flops_ratio is not None and not 0.0 < self.flops_ratio <= 1.0:
             raise ValueError(f"flops_ratio must be in (0, 1], got {self.flops_ratio}")
         if self.budget is not None and self.budget < 0:
             raise ValueError(f"budget must be >= 0, got {self.budget}")
-        if self.weighting not in ("uniform", "dt"):
-            raise ValueError(f"weighting must be uniform or dt, got {self.weighting!r}")
+        if self.weighting not in ("uniform", "dt", "measured"):
+            raise ValueError(f"weighting must be uniform, dt or measured, got {self.weighting!r}")
+        if not self.power > 0:
+            raise ValueError(f"power must be > 0, got {self.power}")
         if self.order not in (0, 1):
             raise ValueError(f"order must be 0 or 1 (the profiled forecasts), got {self.order}")
         if self.max_gap is not None and self.max_gap < 1:
@@ -68,6 +83,11 @@ class CachePlan:
     predicted_error: float | None  # None for a plan mapped onto another step count
     target: dict[str, Any] = field(default_factory=dict)
     max_gap: int = 8  # longest run of served steps of one block
+    # the planner settings that made it (PlannerConfig fields but the target), to make the same
+    # kind of plan for another step count; empty for hand-made plans
+    generator: dict[str, Any] = field(default_factory=dict)
+    # what `ditaccel calibrate` measured running it (psnr_db against the plain images, prompts)
+    measured: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.reuse) != self.steps:
@@ -125,13 +145,26 @@ class CachePlan:
         )
 
 
-def step_weights(profile: Profile, weighting: str) -> np.ndarray:
-    """Each step's weight (mean 1): its share of the noise schedule, or uniform."""
-    sigmas = np.asarray(profile.sigmas, dtype=np.float64)
-    if weighting == "uniform" or len(sigmas) < profile.steps + 1:
-        return np.ones(profile.steps)
-    dt = np.abs(sigmas[: profile.steps] - sigmas[1 : profile.steps + 1])
-    return dt / dt.mean() if dt.sum() > 0 else np.ones(profile.steps)
+def step_weights(profile: Profile, weighting: str, steps: int | None = None,
+                 sigmas: list[float] | None = None, power: float = 1.0) -> np.ndarray:  # fmt: skip
+    """Each step's weight (mean 1): uniform; ``measured``: the profile's step sensitivity (how much
+    of a predicted error reaches the final image), read at the call's noise levels, to ``power``;
+    ``dt``: the step's share of the noise schedule."""
+    steps = steps or profile.steps
+    if weighting == "measured":
+        if not profile.step_sensitivity:
+            raise ValueError(
+                "weighting=measured needs the profile's step sensitivity: re-run `ditaccel calibrate`"
+            )
+        positions = ErrorModel.positions_of(profile, steps, sigmas)
+        measured = np.asarray(profile.step_sensitivity, dtype=np.float64)
+        w = np.interp(positions, np.arange(profile.steps), measured) ** power
+        return w / w.mean() if w.sum() > 0 else np.ones(steps)
+    sigmas = np.asarray(profile.sigmas if sigmas is None else sigmas, dtype=np.float64)
+    if weighting == "uniform" or len(sigmas) < steps + 1:
+        return np.ones(steps)
+    dt = np.abs(sigmas[:steps] - sigmas[1 : steps + 1])
+    return dt / dt.mean() if dt.sum() > 0 else np.ones(steps)
 
 
 def block_costs(profile: Profile) -> np.ndarray:
@@ -145,13 +178,11 @@ def block_costs(profile: Profile) -> np.ndarray:
 class _Costs:
     """The predicted error of one block's schedule (a boolean row: computed at each step)."""
 
-    def __init__(self, profile: Profile, config: PlannerConfig) -> None:
-        self.order0 = profile.tensors["reuse_error_order0"].double().numpy()
-        self.order1 = profile.tensors["reuse_error_order1"].double().numpy()
+    def __init__(self, model: ErrorModel, config: PlannerConfig, weights: np.ndarray) -> None:
+        self.order0, self.order1 = model.order0, model.order1
         self.order = config.order
-        profiled_gap = self.order0.shape[2]
-        self.gap = min(config.max_gap or profiled_gap, profiled_gap)
-        self.weights = step_weights(profile, config.weighting)
+        self.gap = min(config.max_gap or model.max_gap, model.max_gap)
+        self.weights = weights
 
     def __call__(self, block: int, computed: np.ndarray) -> float:
         total, last, before = 0.0, None, None
@@ -174,55 +205,91 @@ class _Costs:
         return total
 
 
-def plan_cache(profile: Profile, config: PlannerConfig) -> CachePlan:
-    """The greedy per-step, per-block cache plan for ``config``'s target (see the module doc)."""
+def plan_cache(
+    profile: Profile, config: PlannerConfig, steps: int | None = None, sigmas: list[float] | None = None
+) -> CachePlan:
+    """The greedy cache plan for ``config``'s target (see the module doc), for a call of ``steps``
+    steps at noise levels ``sigmas`` (default: the profile's own)."""
     if not profile.has_errors:
         raise ValueError(
             "this profile has no reuse-error tensors (its .safetensors file); re-run `ditaccel calibrate` "
             "or use one of its stored plans"
         )
-    costs = _Costs(profile, config)
-    share = block_costs(profile) / profile.steps  # FLOPs share of one (block, step)
-    blocks, steps = len(profile.blocks), profile.steps
+    model = ErrorModel(profile, steps, sigmas)
+    steps = model.steps
+    costs = _Costs(model, config, step_weights(profile, config.weighting, steps, sigmas, config.power))
+    share = block_costs(profile) / steps  # FLOPs share of one (block, step)
+    blocks = len(profile.blocks)
     computed = np.ones((blocks, steps), dtype=bool)
-    current = np.array([costs(b, computed[b]) for b in range(blocks)])
+    current = np.zeros(blocks)
+    first = max(1, int(np.ceil(config.protect * steps - 1e-9)))  # steps before this always run
+    # the units the greedy serves: (block, step) pairs, or whole steps past the front blocks
+    deep = list(range(min(config.front, blocks), blocks)) if config.scope == "step" else None
     ratio, error = 1.0, 0.0
 
-    def candidates(b: int) -> np.ndarray:
+    def pair_scores(b: int) -> np.ndarray:
         """Added error per FLOP saved of no longer computing each step of block ``b``."""
         scores = np.full(steps, np.inf)
-        for t in range(1, steps):
+        for t in range(first, steps):
             if computed[b, t]:
                 computed[b, t] = False
                 scores[t] = (costs(b, computed[b]) - current[b]) / share[b]
                 computed[b, t] = True
         return scores
 
-    table = np.stack([candidates(b) for b in range(blocks)])
+    def step_score(t: int) -> float:
+        if not computed[deep, t].all():
+            return np.inf
+        computed[deep, t] = False
+        added = sum(costs(b, computed[b]) - current[b] for b in deep)
+        computed[deep, t] = True
+        return added / share[deep].sum()
+
+    if deep is None:
+        table = np.stack([pair_scores(b) for b in range(blocks)])
+    else:
+        if not deep:
+            raise ValueError(f"a whole-step plan past {config.front} front blocks serves no block")
+        table = np.array([[step_score(t) if t >= first else np.inf for t in range(steps)]])
     while config.flops_ratio is None or ratio > config.flops_ratio + 1e-9:
-        b, t = np.unravel_index(np.argmin(table), table.shape)
-        if not np.isfinite(table[b, t]):
+        row, t = np.unravel_index(np.argmin(table), table.shape)
+        if not np.isfinite(table[row, t]):
             break  # nothing more can be served within the longest gap
-        added = table[b, t] * share[b]
+        units = [row] if deep is None else deep
+        saved = share[units].sum()
+        added = table[row, t] * saved
         if config.budget is not None and error + added > config.budget:
             break
-        computed[b, t] = False
-        current[b] += added
+        if (
+            config.flops_ratio is not None
+            and deep is not None
+            and ratio - saved < config.flops_ratio - saved / 2
+        ):
+            break  # a whole step overshoots the target by more than half of it
+        computed[units, t] = False
+        for b in units:
+            current[b] = costs(b, computed[b])
         error += added
-        ratio -= share[b]
-        table[b] = candidates(b)
+        ratio -= saved
+        if deep is None:
+            table[row] = pair_scores(row)
+        else:
+            table[0] = [step_score(u) if u >= first else np.inf for u in range(steps)]
     reuse = [[b for b in range(blocks) if not computed[b, t]] for t in range(steps)]
     target = {
         k: v for k, v in (("flops_ratio", config.flops_ratio), ("budget", config.budget)) if v is not None
     }
-    return CachePlan(steps, config.order, reuse, round(ratio, 6), round(float(error), 6), target, costs.gap)
+    generator = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("flops_ratio", "budget")}
+    return CachePlan(steps, config.order, reuse, round(ratio, 6), round(float(error), 6), target,
+                     costs.gap, generator)  # fmt: skip
 
 
 def predicted_error(profile: Profile, plan: CachePlan, weighting: str = "uniform") -> float:
     """The error ``profile`` predicts for ``plan`` (e.g. a plan made from another profile)."""
     if plan.steps != profile.steps:
         raise ValueError(f"a plan of {plan.steps} steps against a profile of {profile.steps}")
-    costs = _Costs(profile, PlannerConfig(flops_ratio=1.0, order=plan.order, weighting=weighting))
+    config = PlannerConfig(flops_ratio=1.0, order=plan.order, weighting=weighting)
+    costs = _Costs(ErrorModel(profile), config, step_weights(profile, weighting))
     computed = np.ones((len(profile.blocks), profile.steps), dtype=bool)
     for t, blocks in enumerate(plan.reuse):
         computed[blocks, t] = False
@@ -297,14 +364,25 @@ def plan_all(
     return profile
 
 
-def stored_plan(profile: Profile, flops_ratio: float, order: int) -> CachePlan:
-    """The stored plan of ``order`` whose target is nearest ``flops_ratio`` (for profiles without
-    their reuse-error tensors)."""
+def nearest_plan(plans: list[CachePlan], steps: int, flops_ratio: float) -> CachePlan | None:
+    """Of ``plans``, those made for the step count nearest ``steps`` (by ratio: 14 is as far from
+    28 as 56), and of those the one whose FLOPs ratio is nearest ``flops_ratio``."""
+    if not plans:
+        return None
+    grid = min({p.steps for p in plans}, key=lambda n: (abs(np.log(n / steps)), -n))
+    return min((p for p in plans if p.steps == grid), key=lambda p: abs(p.flops_ratio - flops_ratio))
+
+
+def stored_plan(
+    profile: Profile, flops_ratio: float, order: int | None, steps: int | None = None
+) -> CachePlan:
+    """The stored plan (of ``order``, any when None) nearest ``steps`` and ``flops_ratio`` (for
+    profiles without their reuse-error tensors)."""
     stored = [CachePlan.from_dict(p) for p in profile.plans.get("calibrated-cache", [])]
-    stored = [p for p in stored if p.order == order]
+    stored = [p for p in stored if order is None or p.order == order]
     if not stored:
         raise ValueError(
-            f"the profile has neither reuse-error tensors nor a stored order-{order} cache plan; "
-            "re-run `ditaccel calibrate`"
+            f"the profile has neither reuse-error tensors nor a stored {'' if order is None else f'order-{order} '}"
+            "cache plan; re-run `ditaccel calibrate`"
         )
-    return min(stored, key=lambda p: abs(p.flops_ratio - flops_ratio))
+    return nearest_plan(stored, steps or profile.steps, flops_ratio)

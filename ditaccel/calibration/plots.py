@@ -77,7 +77,8 @@ def attention_figure(profile: Profile, path: Path) -> Path:
 
 
 def plan_figure(profile: Profile, path: Path) -> Path | None:
-    plans = profile.plans.get("calibrated-cache", [])
+    # the heatmap is on the profile's grid: plans verified at other step counts are not drawn
+    plans = [p for p in profile.plans.get("calibrated-cache", []) if p["steps"] == profile.steps]
     if not plans:
         return None
     chosen = []

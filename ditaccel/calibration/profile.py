@@ -8,7 +8,9 @@ the previous step, mean over prompts), ``attention`` (per attention layer: the k
 ``block_change_cv`` (spread across prompts), ``attention_by_head``, ``block_gflops`` /
 ``forward_gflops`` (counted), ``sigmas`` (the noise schedule profiled), ``context_sensitivity``
 (per layer: output change when reference tokens are dropped there), ``external_drift`` (per kind
-of external token, steps x attention layers: how fast their keys move, for ``block-external``).
+of external token, steps x attention layers: how fast their keys move, for ``block-external``),
+``mag_ratios`` (per step, MagCache's magnitude ratio, for ``peer-magcache``), ``step_sensitivity``
+(per step, how much of a predicted reuse error reaches the image, for the cache planner).
 
 The planner's large tensors (``reuse_error``: the forecast error of serving a block from its
 residuals ``gap`` steps back, per step and gap, for Taylor orders 0 and 1) live in a
@@ -46,7 +48,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "block_change_cv": list, "fingerprint": str, "attention_layers": list, "attention": list,
     "attention_by_head": list, "mass": _NUMBER, "block_gflops": list, "forward_gflops": _NUMBER,
     "sigmas": list, "context_layers": list, "context_sensitivity": list, "external_drift": dict,
-    "plans": dict, "version": int,
+    "mag_ratios": list, "step_sensitivity": list, "plans": dict, "version": int,
 }  # fmt: skip
 
 
@@ -72,6 +74,11 @@ class Profile:
     # kind ("reference", "text") -> steps x attention layers: relative L1 change of the external
     # tokens' keys since the previous step (mean over prompts; step 0: 0), for block-external
     external_drift: dict[str, list[list[float]]] = field(default_factory=dict)
+    # per step: MagCache's magnitude ratio of the whole stack's residual (for peer-magcache)
+    mag_ratios: list[float] = field(default_factory=list)
+    # per step: how much of a predicted reuse error reaches the final image (measured by serving
+    # every block at that step alone; the planner's ``weighting=measured``)
+    step_sensitivity: list[float] = field(default_factory=list)
     plans: dict[str, Any] = field(default_factory=dict)
     version: int = VERSION
     # planner tensors, kept in the .safetensors sidecar (not in the JSON)
@@ -114,6 +121,14 @@ class Profile:
             fail(f"{len(self.block_gflops)} block FLOP counts for {len(self.blocks)} blocks")
         if self.sigmas and len(self.sigmas) < self.steps:
             fail(f"{len(self.sigmas)} sigmas for {self.steps} steps")
+        if self.mag_ratios and len(self.mag_ratios) != self.steps:
+            fail(f"{len(self.mag_ratios)} magnitude ratios for {self.steps} steps")
+        if any(isinstance(x, bool) or not isinstance(x, _NUMBER) or not x > 0 for x in self.mag_ratios):
+            fail("magnitude ratios must be positive numbers")
+        if self.step_sensitivity and len(self.step_sensitivity) != self.steps:
+            fail(f"{len(self.step_sensitivity)} step sensitivities for {self.steps} steps")
+        if any(isinstance(x, bool) or not isinstance(x, _NUMBER) or x < 0 for x in self.step_sensitivity):
+            fail("step sensitivities must be non-negative numbers")
         if len(self.context_sensitivity) != len(self.context_layers):
             fail("context_sensitivity must give one value per context layer")
         for kind, matrix in self.external_drift.items():

@@ -15,6 +15,10 @@ Attention density: on every ``attention_every``-th step, ``query_rows`` query ro
 drawn and their attention over all keys computed; the share of keys needed to hold ``mass`` of it is
 the row's density. Only those rows are materialised, never a full attention map.
 
+Magnitude ratios (MagCache's calibration, for ``peer-magcache``): per step, the mean over tokens of
+the norm of the whole stack's image-stream residual over the previous step's, as diffusers'
+``MagCacheConfig(calibrate=True)`` prints it, averaged over prompts and CFG branches.
+
 Context sensitivity (pipelines with reference tokens, :mod:`.context_sensitivity`): how much the
 output changes when one layer stops attending to the reference tokens (by default its one-forward
 proxy at ``context_steps`` sampled steps; with ``context_steps=0`` the final latents of whole calls).
@@ -54,7 +58,7 @@ class ProfilerConfig:
     mass: float = 0.95
     attention_every: int = 4
     sketch_tokens: int = 256
-    max_gap: int = 8
+    max_gap: int = 12
     context_prompts: int = 2
     context_steps: int = 6
     seed: int = 0
@@ -122,6 +126,10 @@ class _BlockProbe(ModelHook):
         after = self.block.io.split_output(output)[0]
         residual = (after - before).detach().float()
         rec.record(info, self.index, residual, after.detach())
+        if self.index == 0:
+            rec.head_input[info.branch] = before.detach().float()
+        if self.index == len(rec.blocks) - 1 and info.branch in rec.head_input:
+            rec.record_stack(info, after.detach().float() - rec.head_input.pop(info.branch))
         return output
 
 
@@ -156,6 +164,21 @@ class Profiler:
         self.token_index: torch.Tensor | None = None
         self.external_previous: dict[tuple, torch.Tensor] = {}
         self.external_changes: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+        self.head_input: dict[int, torch.Tensor] = {}
+        self.stack_previous: dict[int, torch.Tensor] = {}
+        self.mag_ratios: dict[int, list[float]] = defaultdict(list)  # step -> ratio per branch
+
+    def record_stack(self, info, residual: torch.Tensor) -> None:
+        """The whole block stack's image-stream residual at ``info.step``: MagCache's magnitude
+        ratio against the previous step's, ``mean over tokens of |r_t| / |r_(t-1)|`` (1 at step 0)."""
+        previous = self.stack_previous.get(info.branch)
+        if previous is None or previous.shape != residual.shape:
+            ratio = 1.0
+        else:
+            ratio = float((residual.norm(dim=-1) / (previous.norm(dim=-1) + 1e-8)).mean())
+        self.stack_previous[info.branch] = residual
+        if info.step < self.steps:
+            self.mag_ratios[info.step].append(ratio)
 
     def record(self, info, index: int, residual: torch.Tensor, output: torch.Tensor) -> None:
         """One block ran at ``info.step``: update its change and reuse errors."""
@@ -258,7 +281,7 @@ class Profiler:
             raise ValueError("calibration needs at least one prompt")
         bar = None if progress is not None else tqdm(total=len(calls), desc="calibrating", unit="prompt")
         tick = progress or (lambda _d: bar.update(1))
-        per_prompt, order0, order1 = [], [], []
+        per_prompt, order0, order1, mag = [], [], [], []
         drift_sums: dict[str, dict[tuple[int, str], list[float]]] = defaultdict(lambda: defaultdict(list))
         forward_flops = 0.0
         self.block_flops = [None] * len(self.blocks)  # counted again: sizes may differ from a last run
@@ -277,6 +300,7 @@ class Profiler:
                 for (step, index), values in self.changes.items():
                     matrix[step, index] = float(np.mean(values))
                 per_prompt.append(matrix)
+                mag.append([float(np.mean(self.mag_ratios.get(t, [1.0]))) for t in range(steps)])
                 e0, e1 = self.errors.means()
                 order0.append(e0)
                 order1.append(e1)
@@ -301,6 +325,8 @@ class Profiler:
             self.detach()
             self.history.clear()
             self.previous.clear()
+            self.head_input.clear()
+            self.stack_previous.clear()
             if bar is not None:
                 bar.close()
         stack = np.stack(per_prompt)
@@ -336,6 +362,7 @@ class Profiler:
             context_layers=context_layers,
             context_sensitivity=sensitivity,
             external_drift=external_drift,
+            mag_ratios=[round(float(x), 6) for x in np.mean(mag, axis=0)],
             tensors={
                 "reuse_error_order0": torch.stack(order0).nanmean(0).float(),
                 "reuse_error_order1": torch.stack(order1).nanmean(0).float(),

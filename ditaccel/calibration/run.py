@@ -1,4 +1,5 @@
-"""``ditaccel calibrate``: load a model, profile it on a prompt set, plan, return the profile."""
+"""``ditaccel calibrate``: load a model, profile it on a prompt set, plan, verify the cache plans on
+a few of the prompts (:mod:`.verify`), return the profile."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .. import models
 from .planner import plan_all
 from .profile import Profile
 from .profiler import Profiler, ProfilerConfig
+from .verify import VERIFY_PROMPTS, other_grids, verification_work, verify_plans
 
 TASKS = ("t2i", "edit", "control")
 
@@ -30,14 +32,26 @@ class CalibrationSettings:
     device: str | None = None
     dtype: str = "float32"
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
+    # calibration prompts the candidate cache plans are run on (0: store the planner's plans unrun)
+    verify: int = VERIFY_PROMPTS
+    # other step counts the plans are verified at (planned there from this profile); None: half
+    # the profile's step count (plans made for a call's grid, like a 14-step call with a 28-step
+    # profile, pick their forecast order and settings from the nearest verified grid)
+    verify_steps: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.task is None:
             self.task = self.entry.bench_tasks[0] if self.entry is not None else "t2i"
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.verify < 0:
+            raise ValueError(f"verify must be >= 0 prompts, got {self.verify}")
         if self.steps is not None and self.steps < 2:
             raise ValueError(f"calibration needs at least 2 steps, got {self.steps}")
+        if self.verify_steps is not None:
+            self.verify_steps = tuple(int(n) for n in self.verify_steps)
+            if any(n < 2 for n in self.verify_steps):
+                raise ValueError(f"verify_steps must each be >= 2, got {self.verify_steps}")
         if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
             raise ValueError(f"unknown dtype {self.dtype!r}")
         self.cases()  # a bad prompt count or file fails before anything loads
@@ -71,11 +85,23 @@ class CalibrationSettings:
             raise ValueError(f"{path} holds no prompts")
         return [models.Case(line, seed=i) for i, line in enumerate(lines)]
 
+    @property
+    def profile_steps(self) -> int:
+        return self.steps or (self.entry.steps if self.entry else 28)
+
+    def other_steps(self) -> tuple[int, ...]:
+        """The step counts besides the profile's that the plans are verified at."""
+        steps = self.profile_steps
+        return other_grids(steps, (steps // 2,) if self.verify_steps is None else self.verify_steps)
+
     def work(self) -> int:
         """Progress units: one per prompt, plus one per context-sensitivity prompt of edits (run
         only where the pipeline has reference tokens, so a mask editor's bar stops short)."""
         context = min(self.profiler.context_prompts, len(self.cases())) if self.task == "edit" else 0
-        return len(self.cases()) + context
+        verifying = (
+            verification_work(self.profile_steps, other_steps=self.other_steps()) if self.verify else 0
+        )
+        return len(self.cases()) + context + verifying
 
 
 def calibrate(settings: CalibrationSettings, progress: Any = None) -> Profile:
@@ -91,17 +117,27 @@ def calibrate(settings: CalibrationSettings, progress: Any = None) -> Profile:
         settings.model, pipeline_class=pipeline_class, dtype=getattr(torch, settings.dtype)
     ).to(device)
     plain.set_progress_bar_config(disable=True)
-    steps = settings.steps or (entry.steps if entry else 28)
+    steps = settings.profile_steps
     height = settings.height or (entry.height if entry else None)
     width = settings.width or (entry.width if entry else None)
     extra = dict(entry.call_defaults) if entry else {}
     pipe = AcceleratedPipeline.from_pipe(plain, methods=[])
-    try:
-        calls = [
-            case_call(case, pipe.adapter, steps=steps, height=height, width=width, extra=extra)
-            for case in cases
+
+    def calls_of(chosen: list[models.Case]) -> list[dict[str, Any]]:
+        return [
+            case_call(c, pipe.adapter, steps=steps, height=height, width=width, extra=extra) for c in chosen
         ]
-        profile = Profiler(pipe, settings.profiler).profile(calls, settings.model, steps, progress=progress)
+
+    try:
+        profile = Profiler(pipe, settings.profiler).profile(
+            calls_of(cases), settings.model, steps, progress=progress
+        )
     finally:
         pipe.remove()
-    return plan_all(profile)
+    plan_all(profile)
+    if settings.verify and profile.has_errors:  # on fresh calls: the profiler's drew their noise already
+        verify_plans(
+            plain, calls_of(cases[: settings.verify]), profile, prompts=settings.verify, progress=progress,
+            other_steps=settings.other_steps(),
+        )  # fmt: skip
+    return profile

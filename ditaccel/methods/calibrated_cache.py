@@ -19,7 +19,15 @@ from typing import Literal
 
 import torch
 
-from ..calibration.planner import CachePlan, PlannerConfig, plan_cache, stored_plan
+from ..calibration.error_model import call_sigmas
+from ..calibration.planner import (
+    RATIO_TOLERANCE,
+    CachePlan,
+    PlannerConfig,
+    nearest_plan,
+    plan_cache,
+    stored_plan,
+)
 from ..calibration.profile import Profile, fingerprint, shipped_profile
 from ..hooks.block_range import BlockRange, Streams, flat_blocks
 from ..hooks.context import DenoiseContext
@@ -30,22 +38,26 @@ from .registry import register_method
 from .taylor import TaylorSeries
 
 _KEY = "calibrated-cache"
+# taken from the verified plan nearest the target (weighting and power unless the call names one)
+_GENERATOR_FIELDS = ("scope", "protect", "front", "max_gap", "weighting", "power")
 
 
 @dataclasses.dataclass(frozen=True)
 class CalibratedCacheConfig(MethodConfig):
     """``profile``: a calibration profile (default: the one shipped with the model). ``flops_ratio``:
     target share of the plain transformer FLOPs (1: nothing cached, exact). ``budget``: largest
-    predicted error instead (or as well). ``order``: forecast of served residuals (0 reuse, 1 linear).
-    ``weighting``: how the planner weighs steps: ``uniform`` (measured best on shapes-flux: +4 dB
-    at flops_ratio 0.5 over ``dt``, which pushes reuse into the early, layout-forming steps)."""
+    predicted error instead (or as well). ``order``: forecast of served residuals (0 reuse, 1
+    linear; default: the order of the verified plan nearest the call).
+    ``weighting``: how the planner weighs steps (default: as the verified plan nearest the target
+    was made): ``measured`` by the profile's step sensitivity (what a step's error does to the
+    image), ``uniform``, or ``dt`` (by the step's share of the noise schedule)."""
 
     method = "calibrated-cache"
     profile: Path | None = None
     flops_ratio: float = 0.5
     budget: float | None = None
-    order: int = 1
-    weighting: Literal["uniform", "dt"] = "uniform"
+    order: int | None = None
+    weighting: Literal["uniform", "dt", "measured"] | None = None
 
     def __post_init__(self) -> None:
         self.check_range("flops_ratio", 0.0, 1.0)
@@ -53,17 +65,29 @@ class CalibratedCacheConfig(MethodConfig):
             raise ValueError(f"{self.method}: flops_ratio must be in (0, 1], got {self.flops_ratio}")
         if self.budget is not None:
             self.check_range("budget", 0.0)
-        self.check_range("order", 0, 1)
-        if self.weighting not in ("uniform", "dt"):
-            raise ValueError(f"{self.method}: weighting must be uniform or dt, got {self.weighting!r}")
+        if self.order is not None:
+            self.check_range("order", 0, 1)
+        if self.weighting not in (None, "uniform", "dt", "measured"):
+            raise ValueError(
+                f"{self.method}: weighting must be uniform, dt or measured, got {self.weighting!r}"
+            )
         if self.profile is not None and not Path(self.profile).is_file():
             raise ValueError(f"{self.method}: profile {self.profile} does not exist")
 
-    def planner(self) -> PlannerConfig:
+    def planner(self, order: int) -> PlannerConfig:
+        """The planner settings of this call's target, for plans of forecast ``order``."""
         target = None if self.budget is not None and self.flops_ratio >= 1 else self.flops_ratio
         return PlannerConfig(
-            flops_ratio=target, budget=self.budget, order=self.order, weighting=self.weighting
+            flops_ratio=target, budget=self.budget, order=order, weighting=self.weighting or "uniform"
         )
+
+
+@dataclass
+class _CallPlan:
+    """The plan of the current call and the blocks it ever serves (resolved once per call)."""
+
+    plan: CachePlan
+    served: set[int]
 
 
 @dataclass
@@ -81,13 +105,20 @@ class _BlockPolicy:
         self.key = f"{_KEY}.{index}"
 
     def _cache(self) -> _BlockCache:
-        order = self.method.config.order
+        order = self._call_plan(self.context.current).plan.order
         return self.context.state(
             self.key, lambda: _BlockCache(TaylorSeries(order), TaylorSeries(order)), by_rows=True
         )
 
+    def _call_plan(self, info: StepInfo) -> _CallPlan:
+        def resolve() -> _CallPlan:
+            plan = self.method.plan(info.total, call_sigmas(self.context.adapter.pipeline.scheduler))
+            return _CallPlan(plan, plan.blocks())
+
+        return self.context.state(f"{_KEY}.plan", resolve, shared=True)
+
     def enter(self, info: StepInfo, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Streams | None:
-        if self.index not in self.method.plan(info.total).reuse[info.step]:
+        if self.index not in self._call_plan(info).plan.reuse[info.step]:
             return None
         cache = self._cache()
         if not cache.hidden.ready:
@@ -98,7 +129,7 @@ class _BlockPolicy:
         return hidden + cache.hidden.forecast(info.step), new_encoder
 
     def computed(self, info: StepInfo, hidden: torch.Tensor | None, encoder: torch.Tensor | None) -> None:
-        if self.index not in self.method.served_blocks(info.total):
+        if self.index not in self._call_plan(info).served:
             return  # never served in this plan: nothing to keep
         cache = self._cache()
         cache.hidden.update(hidden, info.step)
@@ -116,8 +147,7 @@ class CalibratedCache(RangeMethod):
     def __init__(self, config: CalibratedCacheConfig) -> None:
         super().__init__(config)
         self.profile: Profile | None = None
-        self._plans: dict[int, CachePlan] = {}  # by step count, made once each
-        self._served: dict[int, set[int]] = {}
+        self._plans: dict[tuple, CachePlan] = {}  # by step count and sigmas, made once each
 
     def check(self, adapter: Adapter) -> None:
         super().check(adapter)
@@ -147,26 +177,45 @@ class CalibratedCache(RangeMethod):
             stored_plan(profile, self.config.flops_ratio, self.config.order)  # fails early when none fits
         self.profile = profile
 
-    def plan(self, steps: int) -> CachePlan:
-        """The plan this method runs for a call of ``steps`` steps."""
-        plan = self._plans.get(steps)
+    def plan(self, steps: int, sigmas: list[float] | None = None) -> CachePlan:
+        """The plan this method runs for a call of ``steps`` steps at noise levels ``sigmas``."""
+        key = (steps, tuple(round(x, 4) for x in sigmas or ()))
+        plan = self._plans.get(key)
         if plan is None:
-            profile, c = self.profile, self.config
-            if c.flops_ratio >= 1 and c.budget is None:
-                plan = CachePlan(steps, c.order, [[] for _ in range(steps)], 1.0, 0.0, {"flops_ratio": 1.0})
-            elif profile.has_errors:
-                plan = plan_cache(profile, c.planner()).for_steps(steps)
-            else:
-                plan = stored_plan(profile, c.flops_ratio, c.order).for_steps(steps)
-            self._plans[steps] = plan
+            plan = self._plans[key] = self._make_plan(steps, sigmas)
         return plan
 
-    def served_blocks(self, steps: int) -> set[int]:
-        """The blocks the plan for ``steps`` steps ever serves."""
-        served = self._served.get(steps)
-        if served is None:
-            served = self._served[steps] = self.plan(steps).blocks()
-        return served
+    def _make_plan(self, steps: int, sigmas: list[float] | None) -> CachePlan:
+        profile, c = self.profile, self.config
+        if c.flops_ratio >= 1 and c.budget is None:
+            return CachePlan(steps, c.order or 0, [[] for _ in range(steps)], 1.0, 0.0, {"flops_ratio": 1.0})
+        stored = [CachePlan.from_dict(p) for p in profile.plans.get(_KEY, [])]
+        stored = [p for p in stored if c.order is None or p.order == c.order]
+        if c.budget is None:  # a plan `calibrate` verified for exactly this call
+            for p in stored:
+                same_weighting = c.weighting in (None, p.generator.get("weighting", "uniform"))
+                if p.steps == steps and p.target.get("flops_ratio") == c.flops_ratio and same_weighting:
+                    return p
+        if not profile.has_errors:
+            return stored_plan(profile, c.flops_ratio, c.order, steps).for_steps(steps)
+        # the kind of plan calibrate measured best nearest this call (its step count, then its
+        # target), made on this call's grid
+        nearest = nearest_plan(stored, steps, c.flops_ratio)
+        kind = {k: v for k, v in (nearest.generator if nearest else {}).items() if k in _GENERATOR_FIELDS}
+        unmeasured = kind.get("weighting") == "measured" and not profile.step_sensitivity
+        if c.weighting is not None or unmeasured:  # the call's own (or the default) weighting instead
+            kind = {k: v for k, v in kind.items() if k not in ("weighting", "power")}
+        order = c.order if c.order is not None else (nearest.order if nearest else 1)
+        config = dataclasses.replace(c.planner(order), **kind)
+        plan = plan_cache(profile, config, steps, sigmas)
+        if c.budget is None and plan.flops_ratio > c.flops_ratio + RATIO_TOLERANCE:
+            raise ValueError(
+                f"calibrated-cache: with a profile of {profile.steps} steps, a {steps}-step call cannot be "
+                f"planned down to flops_ratio={c.flops_ratio} with measured reuse errors (it reaches "
+                f"{plan.flops_ratio:.2f}); use a higher flops_ratio or calibrate at {steps} steps "
+                f"(`ditaccel calibrate --steps {steps}`)"
+            )
+        return plan
 
     def apply(self, context: DenoiseContext) -> None:
         if self.profile is None:

@@ -1,8 +1,9 @@
 """diffusers' own cache hooks as bench methods, so users compare against them in one run.
 
 ``peer-fbcache`` (:class:`diffusers.FirstBlockCacheConfig`), ``peer-taylorseer``
-(:class:`diffusers.TaylorSeerCacheConfig`) and ``peer-magcache`` (:class:`diffusers.MagCacheConfig`)
-are applied with the transformer's own ``enable_cache`` and taken off with ``disable_cache``;
+(:class:`diffusers.TaylorSeerCacheConfig`) and ``peer-magcache`` (:class:`diffusers.MagCacheConfig`,
+with the magnitude ratios ``ditaccel calibrate`` measured on the model, as MagCache's own
+calibration mode would) are applied with the transformer's own ``enable_cache`` and taken off with ``disable_cache``;
 ditaccel adds nothing to them. They need a transformer with diffusers' cache mixin and a pipeline
 that names its CFG branches with ``cache_context`` (FLUX, Qwen-Image, Wan); elsewhere ``check``
 refuses them. Their parameters keep diffusers' names and defaults.
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 from diffusers import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
 from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
 
+from ..calibration.profile import Profile, shipped_profile
 from ..hooks.context import DenoiseContext
 from ..pipelines import Adapter
 from .base import Method, MethodConfig
@@ -115,27 +118,60 @@ class PeerTaylorSeer(_Peer):
 
 @dataclasses.dataclass(frozen=True)
 class PeerMagCacheConfig(MethodConfig):
-    """diffusers' MagCache with the magnitude ratios it ships for FLUX.1 (the only ones it has;
-    they were measured on FLUX.1-dev, so on other FLUX checkpoints they are an approximation).
-    ``num_inference_steps`` must match the call's step count."""
+    """diffusers' MagCache. ``ratios``: the per-step magnitude ratios it gates on: ``profile``, those
+    ``ditaccel calibrate`` measured on this model (``profile=P``, default: the profile shipped with
+    the model), ``flux-dev``, the ones diffusers ships (measured on FLUX.1-dev; an approximation for
+    other checkpoints), or ``auto``: the profile's where the model has one with ratios, else
+    FLUX.1-dev's on FLUX models. ``num_inference_steps`` must match the call's step count (diffusers
+    stretches the ratios to it)."""
 
     method = "peer-magcache"
     threshold: float = 0.06
     max_skip_steps: int = 3
     retention_ratio: float = 0.2
     num_inference_steps: int = 28
+    ratios: Literal["auto", "profile", "flux-dev"] = "auto"
+    profile: Path | None = None
 
     def __post_init__(self) -> None:
         self.check_range("threshold", 0.0)
         self.check_range("max_skip_steps", 1)
         self.check_range("retention_ratio", 0.0, 1.0)
         self.check_range("num_inference_steps", 2)
+        if self.ratios not in ("auto", "profile", "flux-dev"):
+            raise ValueError(f"{self.method}: ratios must be auto, profile or flux-dev, got {self.ratios!r}")
+        if self.profile is not None and not Path(self.profile).is_file():
+            raise ValueError(f"{self.method}: profile {self.profile} does not exist")
 
 
 @register_method("peer-magcache")
 class PeerMagCache(_Peer):
     config_class = PeerMagCacheConfig
-    families = frozenset({"flux"})
+
+    def __init__(self, config: PeerMagCacheConfig) -> None:
+        super().__init__(config)
+        self.mag_ratios: list[float] | None = None
+
+    def check(self, adapter: Adapter) -> None:
+        super().check(adapter)
+        c = self.config
+        path = c.profile or shipped_profile(adapter.pipeline)
+        ratios = Profile.load(path).mag_ratios if path is not None and c.ratios != "flux-dev" else []
+        if ratios:
+            self.mag_ratios = list(ratios)
+        elif c.ratios == "profile":
+            where = f"{path} has none" if path is not None else "the model ships no profile"
+            raise ValueError(
+                f"peer-magcache: ratios=profile needs magnitude ratios from `ditaccel calibrate` ({where}); "
+                "re-run it, or pass ratios=flux-dev"
+            )
+        elif adapter.family == "flux":
+            self.mag_ratios = FLUX_MAG_RATIOS.tolist()
+        else:
+            raise ValueError(
+                f"peer-magcache: diffusers ships magnitude ratios for FLUX.1 only; calibrate this "
+                f"{adapter.family} model (`ditaccel calibrate`) and pass profile=P"
+            )
 
     def diffusers_config(self) -> MagCacheConfig:
         c = self.config
@@ -144,5 +180,5 @@ class PeerMagCache(_Peer):
             max_skip_steps=c.max_skip_steps,
             retention_ratio=c.retention_ratio,
             num_inference_steps=c.num_inference_steps,
-            mag_ratios=FLUX_MAG_RATIOS,
+            mag_ratios=torch.tensor(self.mag_ratios),
         )

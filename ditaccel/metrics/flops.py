@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
+from torch.utils.module_tracker import ModuleTracker
 
 aten = torch.ops.aten
 
@@ -84,6 +85,24 @@ def counting_flops() -> bool:
     return bool(_active)
 
 
+class _CycleSafeTracker(ModuleTracker):
+    """torch's module tracker (FlopCounterMode's per-module breakdown, which we do not read) names
+    modules by walking their children before marking them seen, so it recurses forever on a module
+    graph with a cycle, which cache-dit builds (its cached blocks hold their transformer)."""
+
+    def _get_mod_name(self, mod):
+        if mod not in self._known_modules:
+            self._known_modules[mod] = type(mod).__name__
+        name = self._known_modules[mod]
+        if mod not in self._seen_modules:
+            self._seen_modules.add(mod)
+            for child_name, child in mod.named_children():
+                if child not in self._known_modules:
+                    self._known_modules[child] = f"{name}.{child_name}"
+                self._get_mod_name(child)
+        return name
+
+
 class _Session:
     """One FlopCounterMode episode adding into ``count``."""
 
@@ -93,6 +112,7 @@ class _Session:
 
     def enter(self) -> None:
         self.mode = FlopCounterMode(display=False, custom_mapping=_CUSTOM)
+        self.mode.mod_tracker = _CycleSafeTracker()
         self.mode.__enter__()
         _active.append(self.count)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,9 @@ class ModelEntry:
     scorer: Callable[[Any, Case], bool] | None = None  # checker: is this output right for the case?
     # bench task -> count -> calibration inputs (default: the bench inputs, cycled)
     calibration: dict[str, Callable[[int], list[Case]]] = field(default_factory=dict)
+    # bench task -> (start, stop) -> items start..stop-1 of the model's endless input stream, whose
+    # first items are the bench set and the next the calibration set (held-out sets lie beyond)
+    inputs: dict[str, Callable[[int, int], list[Case]]] = field(default_factory=dict)
 
     @property
     def bench_tasks(self) -> tuple[str, ...]:
@@ -191,6 +195,7 @@ _ENTRIES = [
         cases={"t2i": _shapes_cases("t2i"), "edit": _shapes_cases("edit")},
         scorer=_shapes_score,
         calibration={"t2i": _shapes_calibration("t2i"), "edit": _shapes_calibration("edit")},
+        inputs={task: partial(_shapes_inputs, task) for task in ("t2i", "edit")},
     ),
     _tiny("tiny-random-flux", "FluxPipeline", "t2i"),
     _tiny("tiny-random-flux-kontext", "FluxKontextPipeline", "edit"),

@@ -1,0 +1,241 @@
+"""Caches v2: the profile's errors read on another step grid, whole-step and protected plans, plans
+verified by running them, and calibrated-cache at any step count."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import run
+
+from ditaccel import AcceleratedPipeline
+from ditaccel.calibration import PlannerConfig, Profile, Profiler, ProfilerConfig, plan_all, plan_cache
+from ditaccel.calibration.error_model import ErrorModel
+from ditaccel.calibration.planner import CachePlan, nearest_plan
+from ditaccel.calibration.verify import (
+    GENERATORS,
+    OTHER_GRID_GENERATORS,
+    OTHER_GRID_ORDERS,
+    recompute_to,
+    verify_plans,
+)
+from ditaccel.testing import example_call
+
+
+def _profile(steps=12, blocks=4, gap=4, seed=0) -> Profile:
+    """A synthetic profile whose errors grow with the gap (as measured ones do), with sigmas."""
+    g = torch.Generator().manual_seed(seed)
+    gaps = torch.arange(1, gap + 1, dtype=torch.float32)
+    order0 = (torch.rand(blocks, steps, 1, generator=g) + 0.1) * gaps
+    order1 = (torch.rand(blocks, steps, 1, 1, generator=g) + 0.1) * gaps.view(1, 1, -1, 1) ** 2 * 0.5
+    order1 = order1.expand(blocks, steps, gap, gap).contiguous()
+    zeros = [[0.0] * blocks for _ in range(steps)]
+    return Profile(model="m", pipeline="P", steps=steps, prompts=1, blocks=[f"b{i}" for i in range(blocks)],
+                   block_change=zeros, block_change_cv=zeros, block_gflops=[1.0] * blocks,
+                   forward_gflops=float(blocks), sigmas=list(np.linspace(1.0, 0.0, steps + 1)),
+                   tensors={"reuse_error_order0": order0, "reuse_error_order1": order1})  # fmt: skip
+
+
+def test_error_model_on_the_profiles_own_grid_is_the_profile():
+    profile = _profile()
+    model = ErrorModel(profile, profile.steps, profile.sigmas)
+    assert np.array_equal(model.order0, profile.tensors["reuse_error_order0"].double().numpy())
+    assert np.array_equal(model.order1, profile.tensors["reuse_error_order1"].double().numpy())
+
+
+def test_error_model_reads_the_same_noise_levels_on_a_finer_grid():
+    """On a grid with twice the steps over the same sigmas, step 2t at gap 2 is the profile's step t
+    at gap 1; an odd gap lies halfway between measured gaps (linear)."""
+    profile = _profile()
+    steps = 2 * profile.steps
+    fine = list(np.linspace(1.0, 0.0, steps + 1)[:steps]) + [0.0]
+    # the profile's sigmas are linear in the step, so step 2t of the fine grid is step t of the profile
+    model = ErrorModel(profile, steps, fine)
+    order0 = profile.tensors["reuse_error_order0"].double().numpy()
+    for t in range(1, profile.steps):
+        np.testing.assert_allclose(model.order0[:, 2 * t, 1], order0[:, t, 0], rtol=1e-9)
+        if t >= 2:
+            np.testing.assert_allclose(model.order0[:, 2 * t, 3], order0[:, t, 1], rtol=1e-9)
+    np.testing.assert_allclose(model.order0[:, 4, 0], order0[:, 2, 0] / 2, rtol=1e-9)  # half a step: half
+    coarse = ErrorModel(profile, profile.steps // 2, list(np.linspace(1.0, 0.0, profile.steps // 2 + 1)))
+    np.testing.assert_allclose(coarse.order0[:, 3, 0], order0[:, 6, 1], rtol=1e-9)  # one step = two
+    assert coarse.max_gap == 2  # beyond the profiled gaps nothing is measured
+
+
+@pytest.mark.parametrize("steps", [6, 12, 30])
+def test_plans_at_any_step_count_meet_their_target(steps):
+    profile = _profile()
+    sigmas = list(np.linspace(1.0, 0.0, steps + 1))
+    for target in (0.8, 0.6):
+        plan = plan_cache(profile, PlannerConfig(flops_ratio=target), steps, sigmas)
+        assert plan.steps == steps and abs(plan.flops_ratio - target) <= 0.03 + 1.0 / steps
+        assert not plan.reuse[0]
+
+
+def test_whole_step_and_protected_plans():
+    profile = _profile()
+    whole = plan_cache(profile, PlannerConfig(flops_ratio=0.6, scope="step", front=1))
+    assert any(whole.reuse)
+    assert all(step in ([], [1, 2, 3]) for step in whole.reuse)  # every block past the front, or none
+    protected = plan_cache(profile, PlannerConfig(flops_ratio=0.6, protect=0.25))
+    assert not any(protected.reuse[:3]) and any(protected.reuse[3:])
+    assert protected.generator["protect"] == 0.25 and whole.generator["scope"] == "step"
+
+
+def _tiny_profile(pipe, name, steps):
+    calls = [example_call(name, seed=s, steps=steps) for s in (0, 1)]
+    for call in calls:
+        call.pop("num_inference_steps")
+    wrapped = AcceleratedPipeline.from_pipe(pipe, methods=[])
+    profile = Profiler(wrapped, ProfilerConfig(max_gap=3)).profile(calls, name, steps=steps)
+    wrapped.remove()
+    return plan_all(profile), calls
+
+
+def test_verification_stores_the_best_measured_plan_and_calibrated_cache_runs_it(make_pipe, tmp_path):
+    name, steps = "tiny-random-flux", 8
+    pipe = make_pipe(name)
+    profile, _ = _tiny_profile(pipe, name, steps)
+    calls = [example_call(name, seed=s, steps=steps) for s in (0, 1)]
+    records = verify_plans(pipe, calls, profile, targets=(0.7, 0.5), prompts=2)
+    assert {r["target"] for r in records} == {0.7, 0.5} and len(records) >= 2
+    stored = profile.plans["calibrated-cache"]
+    for plan in stored:
+        target = plan["target"]["flops_ratio"]
+        mine = [r for r in records if r["target"] == target and r["flops_ratio"] <= target + 0.03]
+        assert plan["measured"]["psnr_db"] == max(r["psnr_db"] for r in mine)
+        assert plan["generator"]["scope"] in ("block", "step") and plan["predicted_error"] is not None
+    assert isinstance(profile.plans["calibrated-cache-verification"]["monotone"], bool)
+    path = profile.save(tmp_path / "p.json")
+    # the verified plan is what runs: the served (block, step) pairs are exactly the stored ones
+    acc = AcceleratedPipeline.from_pipe(pipe, methods=f"calibrated-cache:profile={path},flops_ratio=0.5")
+    run(acc, name, steps=steps)
+    plan = next(p for p in stored if p["target"]["flops_ratio"] == 0.5)
+    expected = {(t, profile.blocks[b]) for t, step in enumerate(plan["reuse"]) for b in step}
+    assert {(r.step, n) for r in acc.stats.records for n in r.reused} == expected
+    acc.remove()
+    # a measured PSNR is that of the plan's images against the plain ones on the same calls
+    acc = AcceleratedPipeline.from_pipe(pipe, methods=f"calibrated-cache:profile={path},flops_ratio=0.5")
+    calls2 = [example_call(name, seed=s, steps=steps) for s in (0, 1)]
+    served = np.concatenate([acc(**{**c, "output_type": "np"}).images for c in calls2])
+    acc.remove()
+    plain = np.concatenate([pipe(**{**c, "output_type": "np"}).images for c in
+                            [example_call(name, seed=s, steps=steps) for s in (0, 1)]])  # fmt: skip
+    mse = float(np.mean((served.astype(np.float32) - plain.astype(np.float32)) ** 2))
+    assert plan["measured"]["psnr_db"] == pytest.approx(10 * np.log10(1.0 / mse), abs=1e-3)
+
+
+def test_calibrated_cache_at_another_step_count_plans_on_that_grid(make_pipe, tmp_path):
+    name, steps = "tiny-random-flux", 8
+    pipe = make_pipe(name)
+    profile, _ = _tiny_profile(pipe, name, steps)
+    path = profile.save(tmp_path / "p.json")
+    plain = run(pipe, name, steps=12)
+    acc = AcceleratedPipeline.from_pipe(pipe, methods=f"calibrated-cache:profile={path},flops_ratio=0.7")
+    out = run(acc, name, steps=12)
+    method = acc.method("calibrated-cache")
+    (plan,) = [p for key, p in method._plans.items() if key[0] == 12]
+    assert abs(plan.flops_ratio - 0.7) <= 0.03 and plan.predicted_error is not None
+    reused = {(r.step, n) for r in acc.stats.records for n in r.reused}
+    assert reused == {(t, profile.blocks[b]) for t, step in enumerate(plan.reuse) for b in step}
+    assert not np.array_equal(out, plain)
+    acc.remove()
+    # a target the profile's measured gaps cannot reach at this step count is refused, not guessed
+    acc = AcceleratedPipeline.from_pipe(pipe, methods=f"calibrated-cache:profile={path},flops_ratio=0.1")
+    with pytest.raises(ValueError, match="cannot be planned down"):
+        run(acc, name, steps=3)
+    acc.remove()
+
+
+def test_verification_at_another_step_count_stores_plans_there_and_they_run(make_pipe, tmp_path):
+    """Plans verified at another step count (from the same profile) are stored with it, each with
+    the forecast order that measured best there; a call at that count serves exactly the stored
+    plan in its order, and a call at a count near it takes that grid's settings and order."""
+    name, steps = "tiny-random-flux", 8
+    pipe = make_pipe(name)
+    profile, _ = _tiny_profile(pipe, name, steps)
+    profile.step_sensitivity = [1.0] * steps  # measured weighting on both grids, as calibrate runs
+    calls = [example_call(name, seed=s, steps=steps) for s in (0, 1)]
+    records = verify_plans(pipe, calls, profile, targets=(0.7,), prompts=2, other_steps=(6,))
+    assert {r["steps"] for r in records} == {8, 6}
+    assert {r["order"] for r in records if r["steps"] == 6} == set(OTHER_GRID_ORDERS)
+    stored = {p["steps"]: p for p in profile.plans["calibrated-cache"]}
+    assert set(stored) == {8, 6} and profile.plans["calibrated-cache-verification"]["steps"] == [8, 6]
+    best = max(
+        (r for r in records if r["steps"] == 6 and r["flops_ratio"] <= 0.73), key=lambda r: r["psnr_db"]
+    )
+    assert stored[6]["measured"]["psnr_db"] == best["psnr_db"] and stored[6]["order"] == best["order"]
+    path = profile.save(tmp_path / "p.json")
+    acc = AcceleratedPipeline.from_pipe(pipe, methods=f"calibrated-cache:profile={path},flops_ratio=0.7")
+    run(acc, name, steps=6)
+    expected = {(t, profile.blocks[b]) for t, step in enumerate(stored[6]["reuse"]) for b in step}
+    assert {(r.step, n) for r in acc.stats.records for n in r.reused} == expected
+    method = acc.method("calibrated-cache")
+    assert method.plan(6, None).order == stored[6]["order"]
+    # 7 steps are nearer 6 than 8 (by ratio): planned on the 7-step grid in the 6-step plan's order
+    assert method.plan(7, None).order == stored[6]["order"]
+    acc.remove()
+
+
+def test_monotone_repair_works_on_another_grid():
+    """recompute_to on a plan made for another step count keeps that grid: it computes served pairs
+    again (a subset of the plan's stays served) until the dearer target is reached."""
+    profile = _profile()
+    steps = 8
+    sigmas = list(np.linspace(1.0, 0.0, steps + 1))
+    cheap = plan_cache(profile, PlannerConfig(flops_ratio=0.5), steps, sigmas)
+    dear = recompute_to(profile, cheap, 0.7, sigmas)
+    assert dear.steps == steps and dear.target == {"flops_ratio": 0.7}
+    assert 0.7 - 1e-6 <= dear.flops_ratio <= 0.7 + 1.0 / steps
+    served = {(t, b) for t, step in enumerate(dear.reuse) for b in step}
+    assert served < {(t, b) for t, step in enumerate(cheap.reuse) for b in step}
+
+
+def test_nearest_plan_takes_the_nearest_step_count_then_the_nearest_ratio():
+    def plan(steps, ratio):
+        return CachePlan(steps, 1, [[] for _ in range(steps)], ratio, 0.0, {"flops_ratio": ratio})
+
+    plans = [plan(28, 0.5), plan(28, 0.4), plan(14, 0.5), plan(14, 0.3)]
+    assert nearest_plan(plans, 50, 0.42) is plans[1]
+    assert nearest_plan(plans, 12, 0.38) is plans[3]
+    assert nearest_plan(plans, 19, 0.5) is plans[2]  # 19/14 < 28/19
+    assert nearest_plan(plans, 21, 0.5) is plans[0]  # 28/21 < 21/14
+    assert nearest_plan([], 20, 0.5) is None
+
+
+def test_generators_are_valid_planner_settings():
+    for generator in GENERATORS + OTHER_GRID_GENERATORS:
+        PlannerConfig(flops_ratio=0.5, **generator)
+
+
+def test_step_sensitivity_is_the_image_error_of_serving_one_step(make_pipe, tmp_path):
+    """Each step's sensitivity is sqrt(image MSE) over the predicted error of serving every block
+    at that step alone: recomputed here by hand for one step."""
+    from ditaccel.calibration.plan_runner import PlanRunner
+    from ditaccel.calibration.planner import CachePlan
+    from ditaccel.calibration.sensitivity import step_sensitivity
+
+    name, steps = "tiny-random-flux", 6
+    pipe = make_pipe(name)
+    profile, _ = _tiny_profile(pipe, name, steps)
+    calls = [example_call(name, seed=s, steps=steps) for s in (0, 1)]
+    runner = PlanRunner(pipe, calls, steps, tmp_path)
+    gains = step_sensitivity(runner, profile, prompts=2)
+    assert len(gains) == steps and all(g > 0 for g in gains) and gains[0] == gains[1]
+    t = 3
+    reuse = [[] for _ in range(steps)]
+    reuse[t] = list(range(len(profile.blocks)))
+    blocks = AcceleratedPipeline.from_pipe(pipe, methods=[])
+    plain = [
+        blocks(**{**example_call(name, seed=s, steps=steps), "output_type": "np"}).images for s in (0, 1)
+    ]
+    blocks.remove()
+    served_plan = CachePlan(steps, 1, reuse, 0.9, None, {"flops_ratio": 0.999})
+    single = profile.__class__(**{**profile.__dict__, "plans": {"calibrated-cache": [served_plan.to_dict()]},
+                                  "tensors": {}})  # fmt: skip
+    path = single.save(tmp_path / "one.json")
+    acc = AcceleratedPipeline.from_pipe(pipe, methods=f"calibrated-cache:profile={path},flops_ratio=0.999")
+    served = [acc(**{**example_call(name, seed=s, steps=steps), "output_type": "np"}).images for s in (0, 1)]
+    assert {r.step for r in acc.stats.records if r.reused} == {t}
+    acc.remove()
+    mse = np.mean((np.concatenate(served).astype(np.float64) - np.concatenate(plain)) ** 2)
+    predicted = profile.tensors["reuse_error_order1"][:, t, 0, 0].double().sum().item()
+    assert gains[t] == pytest.approx(np.sqrt(mse) / predicted, rel=1e-3)
