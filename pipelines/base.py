@@ -9,7 +9,7 @@ a model family means one adapter file (see ``flux.py`` for the pattern) and a ti
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -252,6 +252,25 @@ class Adapter:
         stream is cut to ``index``; later blocks get the cut stream from their predecessor. The
         position embeddings a block is given always follow ``index``."""
         raise NotImplementedError(self.block_rows_support(denoiser))
+
+    def attention_cut_support(self, denoiser: nn.Module, block: nn.Module) -> str | None:
+        """Why ``block`` cannot run its attention over the whole image stream and the rest of the
+        block on a subset of it (None: it can)."""
+        return f"{self.family} blocks cannot drop rows between their attention and their MLP"
+
+    def block_cut_after_attention(
+        self,
+        denoiser: nn.Module,
+        block: nn.Module,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        rows: Callable[[], torch.Tensor],
+    ) -> Any:
+        """``block``'s output with its attention over every row of its image stream and everything
+        after the attention (output residual, MLP) on the rows ``rows()`` returns, asked once the
+        attention has run (so that a method can choose them from that attention). Everything after
+        a block's attention is row-wise, so the kept rows are what the whole block gives them."""
+        raise NotImplementedError(self.attention_cut_support(denoiser, block))
 
     def text_subset_support(self, denoiser: nn.Module) -> str | None:
         """Why ``denoiser`` cannot be called without its text tokens (None: it can)."""

@@ -148,6 +148,40 @@ class FluxAdapter(Adapter):
             hidden = hidden[:, index]
         return args, {**kwargs, "hidden_states": hidden, "image_rotary_emb": (cos[rows], sin[rows])}
 
+    def attention_cut_support(self, denoiser, block):
+        from diffusers.models.transformers.transformer_flux import FluxTransformerBlock
+
+        if type(block) is not FluxTransformerBlock:
+            return "only FLUX's double-stream blocks run their MLP after their attention"
+        return None
+
+    def block_cut_after_attention(self, denoiser, block, args, kwargs, rows):
+        """``FluxTransformerBlock.forward`` (diffusers 0.42) with the image stream cut to ``rows()``
+        between the attention and the output residual; the text stream is untouched."""
+        if args:
+            raise ValueError("FLUX block called positionally; token methods need keyword arguments")
+        hidden, text, temb = kwargs["hidden_states"], kwargs["encoder_hidden_states"], kwargs["temb"]
+        norm_hidden, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.norm1(hidden, emb=temb)
+        norm_text, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = block.norm1_context(text, emb=temb)
+        attn_output, text_attn_output, *ip_output = block.attn(
+            hidden_states=norm_hidden,
+            encoder_hidden_states=norm_text,
+            image_rotary_emb=kwargs.get("image_rotary_emb"),
+            **(kwargs.get("joint_attention_kwargs") or {}),
+        )
+        index = rows()
+        hidden = hidden[:, index] + gate_msa.unsqueeze(1) * attn_output[:, index]
+        norm_hidden = block.norm2(hidden) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+        hidden = hidden + gate_mlp.unsqueeze(1) * block.ff(norm_hidden)
+        for extra in ip_output:
+            hidden = hidden + extra[:, index]
+        text = text + c_gate_msa.unsqueeze(1) * text_attn_output
+        norm_text = block.norm2_context(text) * (1 + c_scale_mlp[:, None]) + c_shift_mlp[:, None]
+        text = text + c_gate_mlp.unsqueeze(1) * block.ff_context(norm_text)
+        if text.dtype == torch.float16:
+            text = text.clip(-65504, 65504)
+        return text, hidden
+
     def text_subset_support(self, denoiser):
         return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import nn
 
 from .base import (
@@ -98,6 +99,43 @@ class QwenImageAdapter(Adapter):
             hidden = hidden[:, index]
         rotary = (image_freqs[index.to(image_freqs.device)], text_freqs)
         return args, {**kwargs, "hidden_states": hidden, "image_rotary_emb": rotary}
+
+    def attention_cut_support(self, denoiser, block):
+        from diffusers.models.transformers.transformer_qwenimage import QwenImageTransformerBlock
+
+        if type(block) is not QwenImageTransformerBlock:
+            return "not a Qwen-Image double-stream block"
+        return self.block_rows_support(denoiser)  # (per-token modulation: zero_cond_t)
+
+    def block_cut_after_attention(self, denoiser, block, args, kwargs, rows):
+        """``QwenImageTransformerBlock.forward`` (diffusers 0.42, one modulation per sample) with the
+        image stream cut to ``rows()`` between the attention and the output residual."""
+        if args:
+            raise ValueError("Qwen-Image block called positionally; token methods need keyword arguments")
+        hidden, text, temb = kwargs["hidden_states"], kwargs["encoder_hidden_states"], kwargs["temb"]
+        img_mod1, img_mod2 = block.img_mod(temb).chunk(2, dim=-1)
+        txt_mod1, txt_mod2 = block.txt_mod(temb).chunk(2, dim=-1)
+        img_modulated, img_gate1 = block._modulate(block.img_norm1(hidden), img_mod1)
+        txt_modulated, txt_gate1 = block._modulate(block.txt_norm1(text), txt_mod1)
+        img_attn_output, txt_attn_output = block.attn(
+            hidden_states=img_modulated,
+            encoder_hidden_states=txt_modulated,
+            encoder_hidden_states_mask=kwargs.get("encoder_hidden_states_mask"),
+            image_rotary_emb=kwargs.get("image_rotary_emb"),
+            **(kwargs.get("joint_attention_kwargs") or {}),
+        )
+        index = rows()
+        hidden = hidden[:, index] + img_gate1 * img_attn_output[:, index]
+        text = text + txt_gate1 * txt_attn_output
+        img_modulated2, img_gate2 = block._modulate(block.img_norm2(hidden), img_mod2)
+        hidden = hidden + img_gate2 * block.img_mlp(img_modulated2)
+        txt_modulated2, txt_gate2 = block._modulate(block.txt_norm2(text), txt_mod2)
+        text = text + txt_gate2 * block.txt_mlp(txt_modulated2)
+        if text.dtype == torch.float16:
+            text = text.clip(-65504, 65504)
+        if hidden.dtype == torch.float16:
+            hidden = hidden.clip(-65504, 65504)
+        return text, hidden
 
     text_rows_kept = 1  # its rotary embedding cannot be applied to an empty text sequence
 

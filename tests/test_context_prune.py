@@ -5,7 +5,7 @@ context-sensitivity proxy, and every refusal before compute."""
 import numpy as np
 import pytest
 import torch
-from conftest import context_profile, run
+from conftest import context_profile, run, velocities
 
 from ditaccel import AcceleratedPipeline
 from ditaccel.attention import sdpa_route
@@ -83,7 +83,8 @@ def test_probe_rows_spread_over_the_image():
 def test_kept_tokens_are_the_most_attended_and_the_pruned_ones_are_not_computed(name, make_pipe, tmp_path):
     """The kept set is the top of the sampled queries' full attention at the pivotal layer; the
     blocks after it see the generated tokens plus the kept reference tokens only, each with its
-    own rotary row; the blocks before see every token."""
+    own rotary row; the blocks before see every token; in a double-stream block holding the pivotal
+    layer, the MLP after that attention sees only the kept rows too."""
     pipe = make_pipe(name)
     acc = AcceleratedPipeline.from_pipe(
         pipe, f"context-prune:keep=0.25,refresh=100,profile={context_profile(pipe, tmp_path)}"
@@ -107,7 +108,14 @@ def test_kept_tokens_are_the_most_attended_and_the_pruned_ones_are_not_computed(
             with_kwargs=True,
         )
     full_rotary: list = []
-    first_block = adapter.blocks(pipe.transformer)[0][1]
+    blocks = adapter.blocks(pipe.transformer)
+    cut_name, cut_block = blocks[[n for n, _ in blocks].index(method.pruned_from) - 1]
+    cut = adapter.attention_cut_support(pipe.transformer, cut_block) is None  # FLUX double blocks
+    mlp_rows: list[int] = []  # what the pivotal block's MLP computes
+    if cut:
+        mlp = cut_block.ff if name == KONTEXT else cut_block.img_mlp
+        mlp.register_forward_pre_hook(lambda _m, a: mlp_rows.append(a[0].shape[1]))
+    first_block = blocks[0][1]
     first_block.register_forward_pre_hook(
         lambda _m, _a, kw: full_rotary.append(kw["image_rotary_emb"]), with_kwargs=True
     )
@@ -138,8 +146,10 @@ def test_kept_tokens_are_the_most_attended_and_the_pruned_ones_are_not_computed(
                 assert torch.equal(rotary[0], full_rotary[0][0][index])
             else:  # (image frequencies, text frequencies)
                 assert torch.equal(rotary[0], full_rotary[0][0][rows])
+    if cut:  # the pivotal block's attention saw every row (above), its MLP only the kept ones
+        assert mlp_rows and all(length == image + kept.numel() for length in mlp_rows)
     tokens = acc.stats.extra["context_tokens"]
-    assert set(tokens) == set(names[first_pruned:])
+    assert set(tokens) == set(names[first_pruned:]) | ({cut_name} if cut else set())
     assert all(count == kept.numel() for values in tokens.values() for _, count in values)
 
 
@@ -254,3 +264,68 @@ def test_merge_with_every_token_kept_is_the_plain_pipeline(name, make_pipe, tmp_
     torch.testing.assert_close(
         torch.from_numpy(run(acc, name, steps=3).astype(np.float32)), plain, atol=1.0, rtol=0
     )
+
+
+def test_cut_after_attention_is_the_block_on_the_kept_rows(make_pipe):
+    """FLUX's double block cut after its attention gives the whole block's output rows: with every
+    row kept bit for bit, with some kept the same rows (row-wise after the attention)."""
+    pipe = make_pipe(KONTEXT)
+    adapter = AcceleratedPipeline.from_pipe(pipe, []).adapter
+    block = pipe.transformer.transformer_blocks[0]
+    assert adapter.attention_cut_support(pipe.transformer, block) is None
+    assert adapter.attention_cut_support(pipe.transformer, pipe.transformer.single_transformer_blocks[0])
+    generator = torch.Generator().manual_seed(0)
+    width, rows, text = block.norm1.linear.in_features, 24, 5
+    head = block.attn.head_dim if hasattr(block.attn, "head_dim") else width // block.attn.heads
+    call = dict(
+        hidden_states=torch.randn(1, rows, width, generator=generator),
+        encoder_hidden_states=torch.randn(1, text, width, generator=generator),
+        temb=torch.randn(1, width, generator=generator),
+        image_rotary_emb=(
+            torch.randn(text + rows, head, generator=generator),
+            torch.randn(text + rows, head, generator=generator),
+        ),
+    )
+    with torch.no_grad():
+        text_out, hidden_out = block(**call)
+        every = torch.arange(rows)
+        cut_text, cut_hidden = adapter.block_cut_after_attention(
+            pipe.transformer, block, (), call, lambda: every
+        )
+        assert torch.equal(cut_text, text_out) and torch.equal(cut_hidden, hidden_out)
+        some = torch.tensor([0, 3, 4, 10, 23])
+        cut_text, cut_hidden = adapter.block_cut_after_attention(
+            pipe.transformer, block, (), call, lambda: some
+        )
+    assert torch.equal(cut_text, text_out)
+    torch.testing.assert_close(cut_hidden, hidden_out[:, some])
+
+
+@pytest.mark.parametrize("name", [KONTEXT, QWEN_EDIT])
+def test_the_cut_inside_the_pivotal_block_gives_what_the_cut_at_the_next_block_gives(
+    name, make_pipe, tmp_path
+):
+    """The pivotal block run with its MLP on the kept rows gives the image of the same pruning done
+    at the next block (everything after a block's attention is row-wise); with another hook on the
+    block's forward (which the cut would skip) the cut steps aside to the next block."""
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    pipe = make_pipe(name)
+    acc = AcceleratedPipeline.from_pipe(
+        pipe, f"context-prune:keep=0.25,profile={context_profile(pipe, tmp_path)}"
+    )
+    method = acc.method("context-prune")
+    blocks = acc.adapter.blocks(pipe.transformer)
+    block = blocks[[n for n, _ in blocks].index(method.pruned_from) - 1][1]
+    rows: list[int] = []
+    (block.ff if name == KONTEXT else block.img_mlp).register_forward_pre_hook(
+        lambda _m, a: rows.append(a[0].shape[1])
+    )
+    cut = velocities(acc, name, steps=3)
+    cut_rows, rows[:] = sorted(set(rows)), []
+    HookRegistry.check_if_exists_or_initialize(block).register_hook(ModelHook(), "test.other")
+    whole = velocities(acc, name, steps=3)
+    layout_rows = sorted(set(rows))
+    assert len(cut_rows) == 1 and len(layout_rows) == 1 and cut_rows[0] < layout_rows[0]
+    for served, plain in zip(cut, whole, strict=True):  # the generated tokens' velocity, every call
+        torch.testing.assert_close(served, plain, atol=1e-5, rtol=1e-4)

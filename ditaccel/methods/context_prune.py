@@ -133,9 +133,9 @@ class _TransformerHook(ModelHook):
 class _BlockHook(ModelHook):
     """On a block after the pivotal layers: run it on the kept rows only."""
 
-    def __init__(self, method: ContextPrune, denoiser, block, first: bool) -> None:
+    def __init__(self, method: ContextPrune, denoiser, block) -> None:
         super().__init__()
-        self.method, self.denoiser, self.first = method, denoiser, first
+        self.method, self.denoiser = method, denoiser
         self.name, self.io = block.name, block.io
 
     def new_forward(self, module, *args, **kwargs):
@@ -146,12 +146,41 @@ class _BlockHook(ModelHook):
         if state.pending:
             method.choose(state, layout)
         method.record(self.name, int(state.kept.numel()))
-        if self.first and state.groups is not None:
+        hidden, _ = self.io.split_input(args, kwargs)
+        first = hidden.shape[1] != state.rows.numel()  # the stream still has every row (no cut before)
+        if first and state.groups is not None:
             args, kwargs = method.merged(self.io, args, kwargs, state, layout)
         sub_args, sub_kwargs = method.context.adapter.block_rows(
-            self.denoiser, args, kwargs, state.rows, layout.text if layout.text_in_sequence else 0, self.first
+            self.denoiser, args, kwargs, state.rows, layout.text if layout.text_in_sequence else 0, first
         )
         return self.fn_ref.original_forward(*sub_args, **sub_kwargs)
+
+
+class _CutHook(ModelHook):
+    """On the block of the deepest pivotal layer: its attention sees every row, the rest of the
+    block (output residual, MLP) only the kept ones, chosen from that attention's probe. Only
+    while nothing else hooks the block's forward (an offload hook beneath would be skipped):
+    otherwise the block runs whole and the next one cuts."""
+
+    def __init__(self, method: ContextPrune, denoiser, block) -> None:
+        super().__init__()
+        self.method, self.denoiser, self.name = method, denoiser, block.name
+
+    def new_forward(self, module, *args, **kwargs):
+        method = self.method
+        registry = getattr(module, "_diffusers_hook", None)
+        alone = registry is not None and list(registry.hooks) == [_HOOK] and not hasattr(module, "_hf_hook")
+        if method.active is None or not alone:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        state, layout, _ = method.active
+
+        def rows() -> torch.Tensor:
+            if state.pending:
+                method.choose(state, layout)
+            method.record(self.name, int(state.kept.numel()))
+            return state.rows
+
+        return method.context.adapter.block_cut_after_attention(self.denoiser, module, args, kwargs, rows)
 
 
 @register_method("context-prune")
@@ -323,8 +352,12 @@ class ContextPrune(Method):
             self._modules.append(denoiser)
             blocks = flat_blocks(adapter, denoiser)
             first = [b.name for b in blocks].index(self.pruned_from)
+            cut = blocks[first - 1]  # the block of the deepest pivotal layer
+            if not self.config.merge and adapter.attention_cut_support(denoiser, cut.module) is None:
+                register_hook(cut.module, _CutHook(self, denoiser, cut), _HOOK)
+                self._modules.append(cut.module)
             for block in blocks[first:]:
-                register_hook(block.module, _BlockHook(self, denoiser, block, block is blocks[first]), _HOOK)
+                register_hook(block.module, _BlockHook(self, denoiser, block), _HOOK)
                 self._modules.append(block.module)
             pruned_blocks = {b.name for b in blocks[first:]}
             for site in adapter.sequence_attention_sites(denoiser):
