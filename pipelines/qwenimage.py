@@ -112,6 +112,10 @@ class QwenImageAdapter(Adapter):
         image stream cut to ``rows()`` between the attention and the output residual."""
         if args:
             raise ValueError("Qwen-Image block called positionally; token methods need keyword arguments")
+        if kwargs.get("modulate_index") is not None:
+            raise ValueError(
+                "Qwen-Image per-token modulation (zero_cond_t) cannot be cut after the attention"
+            )
         hidden, text, temb = kwargs["hidden_states"], kwargs["encoder_hidden_states"], kwargs["temb"]
         img_mod1, img_mod2 = block.img_mod(temb).chunk(2, dim=-1)
         txt_mod1, txt_mod2 = block.txt_mod(temb).chunk(2, dim=-1)

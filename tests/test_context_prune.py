@@ -110,7 +110,7 @@ def test_kept_tokens_are_the_most_attended_and_the_pruned_ones_are_not_computed(
     full_rotary: list = []
     blocks = adapter.blocks(pipe.transformer)
     cut_name, cut_block = blocks[[n for n, _ in blocks].index(method.pruned_from) - 1]
-    cut = adapter.attention_cut_support(pipe.transformer, cut_block) is None  # FLUX double blocks
+    cut = adapter.attention_cut_support(pipe.transformer, cut_block) is None  # double-stream blocks
     mlp_rows: list[int] = []  # what the pivotal block's MLP computes
     if cut:
         mlp = cut_block.ff if name == KONTEXT else cut_block.img_mlp

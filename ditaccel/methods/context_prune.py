@@ -170,7 +170,7 @@ class _CutHook(ModelHook):
         method = self.method
         registry = getattr(module, "_diffusers_hook", None)
         alone = registry is not None and list(registry.hooks) == [_HOOK] and not hasattr(module, "_hf_hook")
-        if method.active is None or not alone:
+        if method.active is None or not alone or args:  # (positional: the next block cuts)
             return self.fn_ref.original_forward(*args, **kwargs)
         state, layout, _ = method.active
 
@@ -352,8 +352,12 @@ class ContextPrune(Method):
             self._modules.append(denoiser)
             blocks = flat_blocks(adapter, denoiser)
             first = [b.name for b in blocks].index(self.pruned_from)
-            cut = blocks[first - 1]  # the block of the deepest pivotal layer
-            if not self.config.merge and adapter.attention_cut_support(denoiser, cut.module) is None:
+            cut = blocks[first - 1] if first > 0 else None  # the block of the deepest pivotal layer
+            if (
+                cut is not None
+                and not self.config.merge
+                and adapter.attention_cut_support(denoiser, cut.module) is None
+            ):
                 register_hook(cut.module, _CutHook(self, denoiser, cut), _HOOK)
                 self._modules.append(cut.module)
             for block in blocks[first:]:
