@@ -6,9 +6,11 @@ editing pipeline (``ditaccel calibrate --task edit``) says which attention layer
 reference most: the *pivotal* layers. On *scoring* steps (the first, then every ``refresh``-th)
 each reference token's influence is the attention mass that a few sampled generated-image queries
 put on it at the pivotal layers (the probe: ``probe`` query rows per head, so the attention itself
-stays one fused call). From the block after the deepest pivotal layer on, only the ``keep`` share
-of reference tokens with the highest influence stays in the image stream; the others' rows are not
-computed at all, and the position embeddings follow the kept rows. Steps between scorings prune the
+stays one fused call). From the deepest pivotal layer's output on, only the ``keep`` share of
+reference tokens with the highest influence stays in the image stream; the others' rows are not
+computed at all, and the position embeddings follow the kept rows. Where the adapter can cut a block
+between its attention and its MLP (FLUX's and Qwen-Image's double-stream blocks), the pivotal
+block's own MLP already runs on the kept rows; otherwise the next block cuts. Steps between scorings prune the
 same tokens. The pipelines keep only the generated tokens' output, so the pruned rows come back as
 zeros. ``keep=1`` prunes nothing: the plain pipeline, bit for bit.
 """
@@ -24,6 +26,7 @@ import torch
 from diffusers.hooks import ModelHook
 
 from ..attention import sdpa_route
+from ..calibration.context_sensitivity import reference_keys
 from ..calibration.profile import Profile, fingerprint, shipped_profile
 from ..hooks.block_range import flat_blocks
 from ..hooks.context import DenoiseContext
@@ -143,15 +146,13 @@ class _BlockHook(ModelHook):
         if method.active is None:
             return self.fn_ref.original_forward(*args, **kwargs)
         state, layout, _ = method.active
-        if state.pending:
-            method.choose(state, layout)
-        method.record(self.name, int(state.kept.numel()))
+        rows = method.kept_rows(state, layout, self.name)
         hidden, _ = self.io.split_input(args, kwargs)
-        first = hidden.shape[1] != state.rows.numel()  # the stream still has every row (no cut before)
+        first = hidden.shape[1] != rows.numel()  # the stream still has every row (no cut before)
         if first and state.groups is not None:
             args, kwargs = method.merged(self.io, args, kwargs, state, layout)
         sub_args, sub_kwargs = method.context.adapter.block_rows(
-            self.denoiser, args, kwargs, state.rows, layout.text if layout.text_in_sequence else 0, first
+            self.denoiser, args, kwargs, rows, layout.text if layout.text_in_sequence else 0, first
         )
         return self.fn_ref.original_forward(*sub_args, **sub_kwargs)
 
@@ -173,14 +174,9 @@ class _CutHook(ModelHook):
         if method.active is None or not alone or args:  # (positional: the next block cuts)
             return self.fn_ref.original_forward(*args, **kwargs)
         state, layout, _ = method.active
-
-        def rows() -> torch.Tensor:
-            if state.pending:
-                method.choose(state, layout)
-            method.record(self.name, int(state.kept.numel()))
-            return state.rows
-
-        return method.context.adapter.block_cut_after_attention(self.denoiser, module, args, kwargs, rows)
+        return method.context.adapter.block_cut_after_attention(
+            self.denoiser, module, args, kwargs, lambda: method.kept_rows(state, layout, self.name)
+        )
 
 
 @register_method("context-prune")
@@ -201,7 +197,7 @@ class ContextPrune(Method):
         self.active: tuple[_State, TokenLayout, bool] | None = None  # of the current forward
         self.profile: Profile | None = None
         self.pivotal: list[str] = []  # attention layers that score, most sensitive first
-        self.pruned_from: str = ""  # first block run on the kept rows
+        self.pruned_from: str = ""  # first block run wholly on the kept rows (the one before may cut)
         self.kept_mask: torch.Tensor | None = None  # reference tokens kept at the last scoring (grid)
         self.kept_history: list[tuple[int, int, torch.Tensor]] = []  # this call's (step, branch, kept)
         self._modules: list[torch.nn.Module] = []
@@ -252,13 +248,11 @@ class ContextPrune(Method):
             if self.active is None or not self.active[2]:
                 return None
             state, layout, _ = self.active
-            text = layout.text if layout.text_in_sequence else 0
-            if k.shape[2] != text + layout.image_stream:
+            context = reference_keys(k.shape[2], layout, site.text_first)
+            if context is None:
                 return None  # (not the call's whole sequence)
-            image_at = text if site.text_first is not False else 0
+            image_at = context.start - layout.image
             queries = image_at + probe_rows(layout.image, self.config.probe, q.shape[1], q.device)
-            start = image_at + layout.image
-            context = slice(start, start + layout.reference)
             state.scores.append(influence(q, k, scale, queries, context))
             if self.config.merge:
                 state.keys.append(k[:, :, context].float().mean(dim=(0, 1)))
@@ -266,8 +260,16 @@ class ContextPrune(Method):
 
         return handler
 
+    def kept_rows(self, state: _State, layout: TokenLayout, block: str) -> torch.Tensor:
+        """The image-stream rows ``block`` computes this forward (the kept set chosen first if this
+        scoring step has not chosen it yet), recorded in the stats."""
+        if state.pending:
+            self.choose(state, layout)
+        self.record(block, int(state.kept.numel()))
+        return state.rows
+
     def choose(self, state: _State, layout: TokenLayout) -> None:
-        """The kept reference tokens from this scoring step's probes (at the first pruned block)."""
+        """The kept reference tokens from this scoring step's probes."""
         if not state.scores:
             raise RuntimeError(
                 f"context-prune: no pivotal layer ({', '.join(self.pivotal)}) scored the reference "
