@@ -329,3 +329,39 @@ def test_the_cut_inside_the_pivotal_block_gives_what_the_cut_at_the_next_block_g
     assert len(cut_rows) == 1 and len(layout_rows) == 1 and cut_rows[0] < layout_rows[0]
     for served, plain in zip(cut, whole, strict=True):  # the generated tokens' velocity, every call
         torch.testing.assert_close(served, plain, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", [KONTEXT, QWEN_EDIT])
+def test_the_cut_blocks_attention_computes_only_the_rows_that_stay(name, make_pipe, tmp_path):
+    """In the pivotal block that is cut after its attention, every key attends but only the text,
+    generated and kept reference rows are queries: the attention actually run (seen beneath the
+    method's route) has that many query rows, on scoring steps and between them."""
+    from torch.overrides import TorchFunctionMode
+
+    pipe = make_pipe(name)
+    acc = AcceleratedPipeline.from_pipe(
+        pipe, f"context-prune:keep=0.25,refresh=2,profile={context_profile(pipe, tmp_path)}"
+    )
+    method = acc.method("context-prune")
+    blocks = acc.adapter.blocks(pipe.transformer)
+    block = blocks[[n for n, _ in blocks].index(method.pruned_from) - 1][1]
+    inside, shapes = [False], []
+    block.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
+    block.register_forward_hook(lambda *_: inside.__setitem__(0, False))
+    forwards: list[int] = []
+    pipe.transformer.register_forward_pre_hook(lambda *_: forwards.append(1))
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.nn.functional.scaled_dot_product_attention and inside[0]:
+                shapes.append((args[0].shape[2], args[1].shape[2]))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        run(acc, name, steps=4)
+    kept = int(method.kept_mask.sum())
+    reference = method.kept_mask.numel()
+    assert 2 <= acc.stats.extra["context_scorings"] < len(forwards)  # scoring steps and others
+    assert len(shapes) == len(forwards)
+    for queries, keys in shapes:
+        assert keys - queries == reference - kept > 0

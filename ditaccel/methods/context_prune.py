@@ -10,7 +10,8 @@ stays one fused call). From the deepest pivotal layer's output on, only the ``ke
 reference tokens with the highest influence stays in the image stream; the others' rows are not
 computed at all, and the position embeddings follow the kept rows. Where the adapter can cut a block
 between its attention and its MLP (FLUX's and Qwen-Image's double-stream blocks), the pivotal
-block's own MLP already runs on the kept rows; otherwise the next block cuts. Steps between scorings prune the
+block's attention already has only the kept rows as queries (every key still attends) and its MLP
+runs on those rows; otherwise the next block cuts. Steps between scorings prune the
 same tokens. The pipelines keep only the generated tokens' output, so the pruned rows come back as
 zeros. ``keep=1`` prunes nothing: the plain pipeline, bit for bit.
 """
@@ -174,9 +175,13 @@ class _CutHook(ModelHook):
         if method.active is None or not alone or args:  # (positional: the next block cuts)
             return self.fn_ref.original_forward(*args, **kwargs)
         state, layout, _ = method.active
-        return method.context.adapter.block_cut_after_attention(
-            self.denoiser, module, args, kwargs, lambda: method.kept_rows(state, layout, self.name)
-        )
+        method.cutting = True  # (its attention computes the kept rows' queries only)
+        try:
+            return method.context.adapter.block_cut_after_attention(
+                self.denoiser, module, args, kwargs, lambda: method.kept_rows(state, layout, self.name)
+            )
+        finally:
+            method.cutting = False
 
 
 @register_method("context-prune")
@@ -200,6 +205,7 @@ class ContextPrune(Method):
         self.pruned_from: str = ""  # first block run wholly on the kept rows (the one before may cut)
         self.kept_mask: torch.Tensor | None = None  # reference tokens kept at the last scoring (grid)
         self.kept_history: list[tuple[int, int, torch.Tensor]] = []  # this call's (step, branch, kept)
+        self.cutting = False  # inside the cut block of a forward that cuts it
         self._modules: list[torch.nn.Module] = []
 
     # --- construction ---------------------------------------------------------------------------
@@ -257,6 +263,34 @@ class ContextPrune(Method):
             if self.config.merge:
                 state.keys.append(k[:, :, context].float().mean(dim=(0, 1)))
             return None  # the attention itself runs as usual
+
+        return handler
+
+    def _cut_attention(self, site, probe):
+        """At the attention of the cut block: only the rows that stay in the image stream after it
+        (text, generated and kept reference tokens) need their attention output, so only their
+        queries attend (every key still does); the pruned rows' output is left zero, the cut drops
+        it. On a scoring step the probe scores first and the kept set is chosen here, once every
+        pivotal layer has scored."""
+
+        def handler(q, k, v, scale):
+            if probe is not None:
+                probe(q, k, v, scale)
+            if not self.cutting:
+                return None
+            state, layout, _ = self.active
+            context = reference_keys(k.shape[2], layout, site.text_first)
+            if context is None or (state.pending and len(state.scores) < len(self.pivotal)):
+                return None  # (not the whole sequence / a pivotal layer after this one has yet to score)
+            if state.pending:
+                self.choose(state, layout)
+            index = torch.arange(k.shape[2], device=q.device)
+            index = torch.cat([index[: context.start], context.start + state.kept, index[context.stop :]])
+            out = q.new_zeros(*q.shape[:-1], v.shape[-1])
+            out[:, :, index] = torch.nn.functional.scaled_dot_product_attention(
+                q[:, :, index], k, v, scale=scale
+            )
+            return out
 
         return handler
 
@@ -362,6 +396,8 @@ class ContextPrune(Method):
             ):
                 register_hook(cut.module, _CutHook(self, denoiser, cut), _HOOK)
                 self._modules.append(cut.module)
+            else:
+                cut = None
             for block in blocks[first:]:
                 register_hook(block.module, _BlockHook(self, denoiser, block), _HOOK)
                 self._modules.append(block.module)
@@ -372,7 +408,16 @@ class ContextPrune(Method):
                         site.module, _HOOK, self._proportional(site), active=lambda: self.active is not None
                     )
                     self._modules.append(site.module)
-                if site.name in self.pivotal:
+                if cut is not None and site.block == cut.name:
+                    probe = self._probe(site) if site.name in self.pivotal else None
+                    sdpa_route.attach(
+                        site.module,
+                        _HOOK,
+                        self._cut_attention(site, probe),
+                        active=lambda: self.active is not None and (self.active[2] or self.cutting),
+                    )
+                    self._modules.append(site.module)
+                elif site.name in self.pivotal:
                     sdpa_route.attach(
                         site.module,
                         _HOOK,
