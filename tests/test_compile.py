@@ -26,6 +26,7 @@ CASES = [
     (KONTEXT, "block-external:refresh=2"),
     (KONTEXT, "region-edit:threshold=0.99"),
     (KONTEXT, "context-prune:keep=0.5,refresh=3"),
+    (KONTEXT, "context-prune:keep=0.5,refresh=3,reuse=true"),
 ]
 
 

@@ -365,3 +365,44 @@ def test_the_cut_blocks_attention_computes_only_the_rows_that_stay(name, make_pi
     assert len(shapes) == len(forwards)
     for queries, keys in shapes:
         assert keys - queries == reference - kept > 0
+
+
+FROZEN = [0.7] * 8  # equal sigmas: every step sees the same latents at the same timestep
+
+
+@pytest.mark.parametrize(("name", "pivotal"), [(KONTEXT, 2), (QWEN_EDIT, 1)])
+def test_reuse_serves_the_pruned_tokens_keys_and_values_of_the_scoring_step(
+    name, pivotal, make_pipe, tmp_path
+):
+    """With ``reuse``, between scorings every block runs on the kept rows and the attention layers
+    up to the pivotal one take the pruned tokens' keys and values from the last scoring step: on
+    frozen inputs those are what the step would compute, so every call gives the velocity of
+    pruning without reuse; scoring steps run every row through those layers."""
+    pipe = make_pipe(name)
+    # (Kontext: blocks 0 and 1 up to the pivotal layers, the second cut; Qwen-Image: the first, cut)
+    spec = f"context-prune:keep=0.25,pivotal={pivotal},refresh=4,profile={context_profile(pipe, tmp_path)}"
+    pruned = AcceleratedPipeline.from_pipe(pipe, spec)
+    expected = velocities(pruned, name, steps=8, sigmas=FROZEN)
+    reused = AcceleratedPipeline.from_pipe(pruned.remove(), spec + ",reuse=true")
+    method = reused.method("context-prune")
+    rows: list[int] = []
+    first = reused.adapter.sequence_attention_sites(pipe.transformer)[0].module  # (inside block 0's hook)
+    first.register_forward_pre_hook(
+        lambda _m, _a, kw: rows.append(kw["hidden_states"].shape[1]), with_kwargs=True
+    )
+    served = velocities(reused, name, steps=8, sigmas=FROZEN)
+    assert len(served) == len(expected) == len(rows)
+    for ours, theirs in zip(served, expected, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-4)
+    kept, reference = int(method.kept_mask.sum()), method.kept_mask.numel()
+    full = max(rows)
+    per_step = len(rows) // 8  # (CFG: one forward per branch)
+    for call, seen in enumerate(rows):
+        assert seen == (full if (call // per_step) % 4 == 0 else full - reference + kept), call
+
+
+def test_reuse_with_merge_is_refused():
+    from ditaccel.methods.context_prune import ContextPruneConfig
+
+    with pytest.raises(ValueError, match="merge and reuse"):
+        ContextPruneConfig(keep=0.5, merge=True, reuse=True)

@@ -84,6 +84,7 @@ def test_methods_none_is_the_plain_lora_pipeline_bit_for_bit(make_pipe, loras):
         (KONTEXT, "block-external:refresh=2"),
         (KONTEXT, "region-edit:threshold=0.99"),
         (KONTEXT, "context-prune:keep=0.5,refresh=3"),
+        (KONTEXT, "context-prune:keep=0.5,refresh=3,reuse=true"),
     ],
 )
 def test_a_cache_never_serves_across_a_change_of_weights(name, spec, make_pipe, loras, tmp_path):

@@ -55,6 +55,7 @@ METHODS = [
     (KONTEXT, "block-external:refresh=3"),
     (KONTEXT, "block-external:refresh=3,mode=kv+region-edit:threshold=1"),
     (KONTEXT, "context-prune:keep=0.5,refresh=3"),
+    (KONTEXT, "context-prune:keep=0.5,refresh=3,reuse=true"),
 ]
 STEPS = 6
 

@@ -51,7 +51,10 @@ class ContextPruneConfig(MethodConfig):
     query rows sampled per head to score with. ``merge`` (ToMe-style): each pruned token is averaged
     into the kept token whose key at the pivotal layer is most similar, and the later attention
     layers weight a kept token's key by the size of its group (proportional attention), so the
-    reference keeps its share of the attention."""
+    reference keeps its share of the attention. ``reuse``: between scorings the pruned tokens' keys
+    and values at the attention layers up to the pivotal ones are those of the last scoring step, so
+    their rows are computed on scoring steps only and every block runs on the kept rows in between
+    (block-external's reuse, for the pruned tokens alone)."""
 
     method = "context-prune"
     keep: float = 0.5
@@ -60,10 +63,16 @@ class ContextPruneConfig(MethodConfig):
     pivotal: int = 1
     probe: int = 64
     merge: bool = False
+    reuse: bool = False
 
     def __post_init__(self) -> None:
         if not (0.0 < self.keep <= 1.0):
             raise ValueError(f"context-prune: keep must be in (0, 1], got {self.keep}")
+        if self.merge and self.reuse:
+            raise ValueError(
+                "context-prune: merge and reuse exclude each other (with reuse the pruned tokens' rows are "
+                "not computed between scorings, so there is nothing to merge)"
+            )
         self.check_range("refresh", 1)
         self.check_range("pivotal", 1)
         self.check_range("probe", 1)
@@ -105,6 +114,12 @@ class _State:
     groups: torch.Tensor | None = None  # merge: kept token (0 .. kept-1) each pruned token joins
     sizes: torch.Tensor | None = None  # merge: tokens in each kept token's group
     pruned: torch.Tensor | None = None  # merge: indices of the pruned reference tokens
+    kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict
+    )  # reuse: reference K/V by site
+    pruned_kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict
+    )  # of the pruned ones
     scored_at: int = -1
     pending: bool = False  # a scoring forward whose kept set is not chosen yet
 
@@ -126,6 +141,7 @@ class _TransformerHook(ModelHook):
         scoring = state.kept is None or info.step - state.scored_at >= method.config.refresh
         if scoring:
             state.scores, state.keys, state.scored_at, state.pending = [], [], info.step, True
+            state.kv, state.pruned_kv = {}, {}
         method.active = (state, info.layout, scoring)
         try:
             output = self.fn_ref.original_forward(*args, **kwargs)
@@ -135,16 +151,17 @@ class _TransformerHook(ModelHook):
 
 
 class _BlockHook(ModelHook):
-    """On a block after the pivotal layers: run it on the kept rows only."""
+    """On a block after the pivotal layers: run it on the kept rows only. On a block up to them
+    (``early``, with ``reuse``): the same between scorings."""
 
-    def __init__(self, method: ContextPrune, denoiser, block) -> None:
+    def __init__(self, method: ContextPrune, denoiser, block, early: bool = False) -> None:
         super().__init__()
-        self.method, self.denoiser = method, denoiser
+        self.method, self.denoiser, self.early = method, denoiser, early
         self.name, self.io = block.name, block.io
 
     def new_forward(self, module, *args, **kwargs):
         method = self.method
-        if method.active is None:
+        if method.active is None or (self.early and not method.reusing):
             return self.fn_ref.original_forward(*args, **kwargs)
         state, layout, _ = method.active
         rows = method.kept_rows(state, layout, self.name)
@@ -158,18 +175,20 @@ class _BlockHook(ModelHook):
         return self.fn_ref.original_forward(*sub_args, **sub_kwargs)
 
 
-class _CutHook(ModelHook):
+class _CutHook(_BlockHook):
     """On the block of the deepest pivotal layer: its attention sees every row, the rest of the
     block (output residual, MLP) only the kept ones, chosen from that attention's probe. Only
     while nothing else hooks the block's forward (an offload hook beneath would be skipped):
-    otherwise the block runs whole and the next one cuts."""
+    otherwise the block runs whole and the next one cuts. With ``reuse``, between scorings, the
+    whole block runs on the kept rows (as the blocks before it)."""
 
     def __init__(self, method: ContextPrune, denoiser, block) -> None:
-        super().__init__()
-        self.method, self.denoiser, self.name = method, denoiser, block.name
+        super().__init__(method, denoiser, block, early=True)
 
     def new_forward(self, module, *args, **kwargs):
         method = self.method
+        if method.reusing:
+            return super().new_forward(module, *args, **kwargs)
         registry = getattr(module, "_diffusers_hook", None)
         alone = registry is not None and list(registry.hooks) == [_HOOK] and not hasattr(module, "_hf_hook")
         if method.active is None or not alone or args:  # (positional: the next block cuts)
@@ -206,6 +225,7 @@ class ContextPrune(Method):
         self.kept_mask: torch.Tensor | None = None  # reference tokens kept at the last scoring (grid)
         self.kept_history: list[tuple[int, int, torch.Tensor]] = []  # this call's (step, branch, kept)
         self.cutting = False  # inside the cut block of a forward that cuts it
+        self.early: list[str] = []  # blocks up to the pivotal layers (reuse runs them on the kept rows)
         self._modules: list[torch.nn.Module] = []
 
     # --- construction ---------------------------------------------------------------------------
@@ -248,6 +268,11 @@ class ContextPrune(Method):
         self.pruned_from = blocks[last + 1]
         self.profile = profile
 
+    @property
+    def reusing(self) -> bool:
+        """Whether this forward runs every block on the kept rows (``reuse``, between scorings)."""
+        return self.config.reuse and self.active is not None and not self.active[2]
+
     # --- scoring ------------------------------------------------------------------------------------
     def _probe(self, site):
         def handler(q, k, v, scale):
@@ -266,17 +291,24 @@ class ContextPrune(Method):
 
         return handler
 
-    def _cut_attention(self, site, probe):
-        """At the attention of the cut block: only the rows that stay in the image stream after it
-        (text, generated and kept reference tokens) need their attention output, so only their
-        queries attend (every key still does); the pruned rows' output is left zero, the cut drops
-        it. On a scoring step the probe scores first and the kept set is chosen here, once every
-        pivotal layer has scored."""
+    def _early_attention(self, site, probe, cut: bool):
+        """An attention layer up to the pivotal ones. On a scoring step: the probe (at a pivotal
+        layer) scores; with ``reuse`` the reference tokens' keys and values are kept; at the cut
+        block's attention only the rows that stay in the image stream after it (text, generated and
+        kept reference tokens) need their output, so only their queries attend (every key still
+        does; the pruned rows' output is left zero, the cut drops it), the kept set chosen here once
+        every pivotal layer has scored. Between scorings with ``reuse``: the kept rows attend to
+        themselves and to the pruned tokens' keys and values of the last scoring."""
 
         def handler(q, k, v, scale):
+            state, layout, _ = self.active
+            if self.reusing:
+                return self._with_pruned_kv(site, state, layout, q, k, v, scale)
             if probe is not None:
                 probe(q, k, v, scale)
-            if not self.cutting:
+            if self.config.reuse and (where := reference_keys(k.shape[2], layout, site.text_first)):
+                state.kv[site.name] = (k[:, :, where], v[:, :, where])
+            if not (cut and self.cutting):
                 return None
             state, layout, _ = self.active
             context = reference_keys(k.shape[2], layout, site.text_first)
@@ -293,6 +325,22 @@ class ContextPrune(Method):
             return out
 
         return handler
+
+    def _with_pruned_kv(self, site, state: _State, layout: TokenLayout, q, k, v, scale):
+        text = layout.text if layout.text_in_sequence else 0
+        if k.shape[2] != text + layout.image + state.kept.numel():
+            return None  # (not this call's kept sequence)
+        if site.name not in state.kv:
+            raise RuntimeError(f"context-prune: {site.name} kept no reference keys at the last scoring step")
+        if site.name not in state.pruned_kv:
+            pruned = torch.ones(layout.reference, dtype=torch.bool, device=k.device)
+            pruned[state.kept] = False
+            keys, values = state.kv[site.name]
+            state.pruned_kv[site.name] = (keys[:, :, pruned], values[:, :, pruned])
+        keys, values = state.pruned_kv[site.name]
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, torch.cat([k, keys], 2), torch.cat([v, values], 2), scale=scale
+        )
 
     def kept_rows(self, state: _State, layout: TokenLayout, block: str) -> torch.Tensor:
         """The image-stream rows ``block`` computes this forward (the kept set chosen first if this
@@ -398,31 +446,31 @@ class ContextPrune(Method):
                 self._modules.append(cut.module)
             else:
                 cut = None
+            if self.config.reuse:
+                for block in blocks[:first]:
+                    if cut is None or block.name != cut.name:
+                        register_hook(block.module, _BlockHook(self, denoiser, block, early=True), _HOOK)
+                        self._modules.append(block.module)
             for block in blocks[first:]:
                 register_hook(block.module, _BlockHook(self, denoiser, block), _HOOK)
                 self._modules.append(block.module)
-            pruned_blocks = {b.name for b in blocks[first:]}
+            early = {b.name for b in blocks[:first]}
             for site in adapter.sequence_attention_sites(denoiser):
-                if self.config.merge and site.block in pruned_blocks:
+                if self.config.merge and site.block not in early:
                     sdpa_route.attach(
                         site.module, _HOOK, self._proportional(site), active=lambda: self.active is not None
                     )
                     self._modules.append(site.module)
-                if cut is not None and site.block == cut.name:
+                at_cut = cut is not None and site.block == cut.name
+                if site.name in self.pivotal or at_cut or (self.config.reuse and site.block in early):
                     probe = self._probe(site) if site.name in self.pivotal else None
                     sdpa_route.attach(
                         site.module,
                         _HOOK,
-                        self._cut_attention(site, probe),
-                        active=lambda: self.active is not None and (self.active[2] or self.cutting),
-                    )
-                    self._modules.append(site.module)
-                elif site.name in self.pivotal:
-                    sdpa_route.attach(
-                        site.module,
-                        _HOOK,
-                        self._probe(site),
-                        active=lambda: self.active is not None and self.active[2],
+                        self._early_attention(site, probe, at_cut),
+                        active=lambda: (
+                            self.active is not None and (self.active[2] or self.cutting or self.config.reuse)
+                        ),
                     )
                     self._modules.append(site.module)
 
