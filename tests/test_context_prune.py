@@ -34,13 +34,15 @@ def test_keep_all_is_the_plain_pipeline(name, make_pipe, tmp_path):
 
 
 @pytest.mark.parametrize("name", [KONTEXT, QWEN_EDIT])
-def test_every_token_kept_through_the_pruning_path_is_the_plain_pipeline(name, make_pipe, tmp_path):
+@pytest.mark.parametrize("reuse", [False, True])
+def test_every_token_kept_through_the_pruning_path_is_the_plain_pipeline(name, reuse, make_pipe, tmp_path):
     """A keep that rounds to every reference token still runs the probe, the row selection of
-    every later block and the padding of the output: the plain pipeline, bit for bit."""
+    every later block (with ``reuse``, of every block between scorings) and the padding of the
+    output: the plain pipeline, bit for bit."""
     pipe = make_pipe(name)
     plain = run(pipe, name, steps=3)
     acc = AcceleratedPipeline.from_pipe(
-        pipe, f"context-prune:keep=0.9999,profile={context_profile(pipe, tmp_path)}"
+        pipe, f"context-prune:keep=0.9999,refresh=2,reuse={reuse},profile={context_profile(pipe, tmp_path)}"
     )
     assert np.array_equal(run(acc, name, steps=3), plain)
     assert acc.stats.extra["context_scorings"] > 0 and acc.stats.extra["context_tokens"]
@@ -406,3 +408,42 @@ def test_reuse_with_merge_is_refused():
 
     with pytest.raises(ValueError, match="merge and reuse"):
         ContextPruneConfig(keep=0.5, merge=True, reuse=True)
+
+
+@pytest.mark.parametrize(("name", "pivotal"), [(KONTEXT, 2), (QWEN_EDIT, 1)])
+def test_reuse_takes_the_pruned_keys_and_values_of_the_latest_scoring(name, pivotal, make_pipe, tmp_path):
+    """On a moving trajectory, a step after a re-scoring appends to the kept rows' keys exactly the
+    keys that scoring step computed for the tokens it pruned (not those of an earlier scoring)."""
+    from torch.overrides import TorchFunctionMode
+
+    from ditaccel.calibration.context_sensitivity import reference_keys
+
+    pipe = make_pipe(name)
+    spec = f"context-prune:keep=0.25,pivotal={pivotal},refresh=3,reuse=true"
+    acc = AcceleratedPipeline.from_pipe(pipe, f"{spec},profile={context_profile(pipe, tmp_path)}")
+    method = acc.method("context-prune")
+    site = acc.adapter.sequence_attention_sites(pipe.transformer)[0]
+    inside, forwards, seen = [False], [0], []
+    site.module.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
+    site.module.register_forward_hook(lambda *_: inside.__setitem__(0, False))
+    pipe.transformer.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+
+    class Record(TorchFunctionMode):  # the attention actually run, beneath the method's route
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.nn.functional.scaled_dot_product_attention and inside[0]:
+                key = args[1] if len(args) > 1 else kwargs["key"]
+                seen.append((forwards[0], key.clone(), method.active[1]))
+            return func(*args, **kwargs)
+
+    with Record():
+        run(acc, name, steps=6)
+    per_step = forwards[0] // 6
+    keys = {forward: (k, layout) for forward, k, layout in seen}
+    pruned = {(step, branch): ~mask for step, branch, mask in method.kept_history}
+    for scoring, later in ((0, 1), (3, 4)):
+        k, layout = keys[scoring * per_step]
+        reference = k[:, :, reference_keys(k.shape[2], layout, site.text_first)]
+        served = keys[later * per_step][0][:, :, -int(pruned[scoring, 0].sum()) :]
+        assert torch.equal(served, reference[:, :, pruned[scoring, 0]])
+    assert not torch.equal(keys[4 * per_step][0][:, :, -4:], keys[1 * per_step][0][:, :, -4:])

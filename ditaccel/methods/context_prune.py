@@ -11,7 +11,9 @@ reference tokens with the highest influence stays in the image stream; the other
 computed at all, and the position embeddings follow the kept rows. Where the adapter can cut a block
 between its attention and its MLP (FLUX's and Qwen-Image's double-stream blocks), the pivotal
 block's attention already has only the kept rows as queries (every key still attends) and its MLP
-runs on those rows; otherwise the next block cuts. Steps between scorings prune the
+runs on those rows, while no other hook (an offload hook) holds that block; otherwise the next block
+cuts. With ``reuse``, the steps between scorings run every block on the kept rows, the attention
+layers up to the pivotal ones taking the pruned tokens' keys and values from the last scoring. Steps between scorings prune the
 same tokens. The pipelines keep only the generated tokens' output, so the pruned rows come back as
 zeros. ``keep=1`` prunes nothing: the plain pipeline, bit for bit.
 """
@@ -113,13 +115,10 @@ class _State:
     keys: list[torch.Tensor] = field(default_factory=list)  # reference keys there (merge), (R, D)
     groups: torch.Tensor | None = None  # merge: kept token (0 .. kept-1) each pruned token joins
     sizes: torch.Tensor | None = None  # merge: tokens in each kept token's group
-    pruned: torch.Tensor | None = None  # merge: indices of the pruned reference tokens
-    kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(
-        default_factory=dict
-    )  # reuse: reference K/V by site
-    pruned_kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(
-        default_factory=dict
-    )  # of the pruned ones
+    pruned: torch.Tensor | None = None  # merge, reuse: indices of the pruned reference tokens
+    # reuse: the reference tokens' K/V by attention layer until the kept set is chosen, then the pruned ones'
+    kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    pruned_kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     scored_at: int = -1
     pending: bool = False  # a scoring forward whose kept set is not chosen yet
 
@@ -156,12 +155,12 @@ class _BlockHook(ModelHook):
 
     def __init__(self, method: ContextPrune, denoiser, block, early: bool = False) -> None:
         super().__init__()
-        self.method, self.denoiser, self.early = method, denoiser, early
+        self.method, self.denoiser, self.up_to_pivotal = method, denoiser, early
         self.name, self.io = block.name, block.io
 
     def new_forward(self, module, *args, **kwargs):
         method = self.method
-        if method.active is None or (self.early and not method.reusing):
+        if method.active is None or (self.up_to_pivotal and not method.reusing):
             return self.fn_ref.original_forward(*args, **kwargs)
         state, layout, _ = method.active
         rows = method.kept_rows(state, layout, self.name)
@@ -191,7 +190,8 @@ class _CutHook(_BlockHook):
             return super().new_forward(module, *args, **kwargs)
         registry = getattr(module, "_diffusers_hook", None)
         alone = registry is not None and list(registry.hooks) == [_HOOK] and not hasattr(module, "_hf_hook")
-        if method.active is None or not alone or args:  # (positional: the next block cuts)
+        if method.active is None or not alone or args:  # (positional: the next block cuts; with
+            # reuse, between scorings, block_rows refuses a positional call as for the later blocks)
             return self.fn_ref.original_forward(*args, **kwargs)
         state, layout, _ = method.active
         method.cutting = True  # (its attention computes the kept rows' queries only)
@@ -225,7 +225,6 @@ class ContextPrune(Method):
         self.kept_mask: torch.Tensor | None = None  # reference tokens kept at the last scoring (grid)
         self.kept_history: list[tuple[int, int, torch.Tensor]] = []  # this call's (step, branch, kept)
         self.cutting = False  # inside the cut block of a forward that cuts it
-        self.early: list[str] = []  # blocks up to the pivotal layers (reuse runs them on the kept rows)
         self._modules: list[torch.nn.Module] = []
 
     # --- construction ---------------------------------------------------------------------------
@@ -306,37 +305,44 @@ class ContextPrune(Method):
                 return self._with_pruned_kv(site, state, layout, q, k, v, scale)
             if probe is not None:
                 probe(q, k, v, scale)
-            if self.config.reuse and (where := reference_keys(k.shape[2], layout, site.text_first)):
-                state.kv[site.name] = (k[:, :, where], v[:, :, where])
+            if self.config.reuse:
+                self._keep_kv(site, state, layout, k, v)
             if not (cut and self.cutting):
                 return None
-            state, layout, _ = self.active
             context = reference_keys(k.shape[2], layout, site.text_first)
             if context is None or (state.pending and len(state.scores) < len(self.pivotal)):
                 return None  # (not the whole sequence / a pivotal layer after this one has yet to score)
             if state.pending:
                 self.choose(state, layout)
             index = torch.arange(k.shape[2], device=q.device)
-            index = torch.cat([index[: context.start], context.start + state.kept, index[context.stop :]])
-            out = q.new_zeros(*q.shape[:-1], v.shape[-1])
-            out[:, :, index] = torch.nn.functional.scaled_dot_product_attention(
-                q[:, :, index], k, v, scale=scale
-            )
+            kept = context.start + state.kept.to(q.device)
+            index = torch.cat([index[: context.start], kept, index[context.stop :]])
+            rows = torch.nn.functional.scaled_dot_product_attention(q[:, :, index], k, v, scale=scale)
+            out = rows.new_zeros(*q.shape[:-1], v.shape[-1])  # (rows' dtype: under autocast not q's)
+            out[:, :, index] = rows
             return out
 
         return handler
 
+    def _keep_kv(self, site, state: _State, layout: TokenLayout, k, v) -> None:
+        """On a scoring step with ``reuse``: keep this layer's reference keys and values (only the
+        pruned tokens' once the kept set is chosen), unless no step will reuse them."""
+        info = self.context.current
+        where = reference_keys(k.shape[2], layout, site.text_first)
+        if where is None or self.config.refresh == 1 or info.step + 1 >= info.total:
+            return
+        if state.pending:  # (copies: slices of the projections would keep the whole K and V alive)
+            state.kv[site.name] = (k[:, :, where].clone(), v[:, :, where].clone())
+        else:
+            pruned = state.pruned.to(k.device)
+            state.pruned_kv[site.name] = (k[:, :, where][:, :, pruned], v[:, :, where][:, :, pruned])
+
     def _with_pruned_kv(self, site, state: _State, layout: TokenLayout, q, k, v, scale):
         text = layout.text if layout.text_in_sequence else 0
         if k.shape[2] != text + layout.image + state.kept.numel():
-            return None  # (not this call's kept sequence)
-        if site.name not in state.kv:
-            raise RuntimeError(f"context-prune: {site.name} kept no reference keys at the last scoring step")
+            return None  # (another attention inside the layer, e.g. an IP-adapter's)
         if site.name not in state.pruned_kv:
-            pruned = torch.ones(layout.reference, dtype=torch.bool, device=k.device)
-            pruned[state.kept] = False
-            keys, values = state.kv[site.name]
-            state.pruned_kv[site.name] = (keys[:, :, pruned], values[:, :, pruned])
+            raise RuntimeError(f"context-prune: {site.name} kept no reference keys at the last scoring step")
         keys, values = state.pruned_kv[site.name]
         return torch.nn.functional.scaled_dot_product_attention(
             q, torch.cat([k, keys], 2), torch.cat([v, values], 2), scale=scale
@@ -361,13 +367,17 @@ class ContextPrune(Method):
         count = max(1, round(self.config.keep * layout.reference))
         state.kept = score.topk(count).indices.sort().values
         state.rows = torch.cat([torch.arange(layout.image, device=score.device), layout.image + state.kept])
+        pruned = torch.ones(layout.reference, dtype=torch.bool, device=score.device)
+        pruned[state.kept] = False
+        state.pruned = pruned.nonzero().flatten()
         if self.config.merge:
             keys = torch.nn.functional.normalize(torch.stack(state.keys).mean(0), dim=-1)
-            pruned = torch.ones(layout.reference, dtype=torch.bool, device=keys.device)
-            pruned[state.kept] = False
-            state.groups = (keys[pruned] @ keys[state.kept].T).argmax(-1)
+            state.groups = (keys[pruned.to(keys.device)] @ keys[state.kept.to(keys.device)].T).argmax(-1)
             state.sizes = torch.bincount(state.groups, minlength=count) + 1
-            state.pruned = pruned.nonzero().flatten()
+        for name, (keys, values) in state.kv.items():  # reuse: only the pruned tokens' from now on
+            index = state.pruned.to(keys.device)
+            state.pruned_kv[name] = (keys[:, :, index], values[:, :, index])
+        state.kv = {}
         state.scores, state.keys, state.pending = [], [], False
         mask = torch.zeros(layout.reference, dtype=torch.bool)
         mask[state.kept.cpu()] = True
