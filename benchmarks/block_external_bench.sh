@@ -5,7 +5,7 @@
 # region-edit against region-edit alone. Text-to-image (FluxPipeline, the 8 default prompts):
 # external=text. Then the per-layer error of the served attention and its drift (measure=true).
 # Writes docs/block_external_{edit,t2i}.{json,png} and docs/block_external_error.{json,png}.
-# Usage (no other job on the machine while it times): OMP_WAIT_POLICY=PASSIVE bash benchmarks/block_external_bench.sh [--runs 3]
+# Usage (no other job on the machine while it times): bash benchmarks/block_external_bench.sh [--runs 3]
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 ditaccel bench --model shapes-flux --task edit --steps 28 --height 128 --width 128 \

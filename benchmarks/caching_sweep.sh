@@ -2,7 +2,7 @@
 # The caching sweep of the README and of issue 4: deepcache, adaptive-cache and diffusers' own caches
 # on shapes-flux, t2i, 28 steps, 128x128, the default prompt set, in one bench run (same prompts,
 # seeds and interleaved timing for every method). Writes docs/caching_sweep.{json,png}.
-# Usage: OMP_WAIT_POLICY=PASSIVE bash benchmarks/caching_sweep.sh [--runs 3]
+# Usage: bash benchmarks/caching_sweep.sh [--runs 3]
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 specs=(

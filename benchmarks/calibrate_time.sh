@@ -3,7 +3,7 @@
 # 5 minutes on 2 cores): profiling 8 prompts x 28 steps, step sensitivity, verified plans at 28 and
 # 14 steps. Writes the profile to a temporary folder and the command's output, with GNU time's
 # wall clock and peak memory, to docs/caches_v2/calibrate_time.txt.
-# Usage: OMP_WAIT_POLICY=PASSIVE bash benchmarks/calibrate_time.sh   (on an otherwise idle machine)
+# Usage: bash benchmarks/calibrate_time.sh   (on an otherwise idle machine)
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 out=$(mktemp -d)

@@ -5,7 +5,7 @@
 # and longer velocity reuse; mask edits without the estimate's tokens and composited; the velocity
 # cache off; and the best step caches of this project at a similar cost.
 # Writes docs/region_edit.{json,png}.
-# Usage: OMP_WAIT_POLICY=PASSIVE bash benchmarks/region_edit_bench.sh [--runs 3]
+# Usage: bash benchmarks/region_edit_bench.sh [--runs 3]
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 ditaccel bench --model shapes-flux --task edit --steps 28 --height 128 --width 128 \

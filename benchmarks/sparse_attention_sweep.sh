@@ -4,7 +4,7 @@
 # size on its calibration prompts (docs/sparse_attention_profile.*, the per-head attention densities
 # that `profile=` shares the density budget by), then benches uniform and profiled densities.
 # Writes docs/sparse_attention.{json,png}.
-# Usage: OMP_WAIT_POLICY=PASSIVE bash benchmarks/sparse_attention_sweep.sh [--runs 1]
+# Usage: bash benchmarks/sparse_attention_sweep.sh [--runs 1]
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 profile=docs/sparse_attention_profile.json
