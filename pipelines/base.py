@@ -133,6 +133,11 @@ class TokenLayout:
         """Length of the image stream: generated plus reference tokens."""
         return self.image + self.reference
 
+    @property
+    def joint_text(self) -> int:
+        """Text tokens in the attention sequence (0 where text enters by cross-attention)."""
+        return self.text if self.text_in_sequence else 0
+
 
 @dataclass(frozen=True)
 class CFGMode:

@@ -2,10 +2,13 @@
 reference tokens are absent from the rows the later blocks compute (positions following), the
 context-sensitivity proxy, and every refusal before compute."""
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
 from conftest import context_profile, run, velocities
+from torch.overrides import TorchFunctionMode
 
 from ditaccel import AcceleratedPipeline
 from ditaccel.attention import sdpa_route
@@ -18,6 +21,37 @@ from ditaccel.methods.context_prune import influence, probe_rows
 from ditaccel.testing import example_call, synthetic_profile
 
 KONTEXT, QWEN_EDIT = "tiny-random-flux-kontext", "tiny-random-qwen-image-edit"
+
+
+def cut_block(acc, transformer) -> tuple[str, torch.nn.Module]:
+    """(name, module) of the block before the first pruned one: the pivotal block the cut is in."""
+    blocks = acc.adapter.blocks(transformer)
+    return blocks[[n for n, _ in blocks].index(acc.method("context-prune").pruned_from) - 1]
+
+
+@contextmanager
+def attention_run_inside(module, record):
+    """``record(query, key)`` for every SDPA call actually run inside ``module``'s forward: seen
+    beneath the method's route, so what a route handler computes instead of the plain call."""
+    inside = [False]
+    handles = [
+        module.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True)),
+        module.register_forward_hook(lambda *_: inside.__setitem__(0, False)),
+    ]
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.nn.functional.scaled_dot_product_attention and inside[0]:
+                record(args[0] if args else kwargs["query"], args[1] if len(args) > 1 else kwargs["key"])
+            return func(*args, **kwargs)
+
+    try:
+        with Record():
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @pytest.mark.parametrize("name", [KONTEXT, QWEN_EDIT])
@@ -111,11 +145,11 @@ def test_kept_tokens_are_the_most_attended_and_the_pruned_ones_are_not_computed(
         )
     full_rotary: list = []
     blocks = adapter.blocks(pipe.transformer)
-    cut_name, cut_block = blocks[[n for n, _ in blocks].index(method.pruned_from) - 1]
-    cut = adapter.attention_cut_support(pipe.transformer, cut_block) is None  # double-stream blocks
+    cut_name, pivotal_block = cut_block(acc, pipe.transformer)
+    cut = adapter.attention_cut_support(pipe.transformer, pivotal_block) is None  # double-stream blocks
     mlp_rows: list[int] = []  # what the pivotal block's MLP computes
     if cut:
-        mlp = cut_block.ff if name == KONTEXT else cut_block.img_mlp
+        mlp = pivotal_block.ff if name == KONTEXT else pivotal_block.img_mlp
         mlp.register_forward_pre_hook(lambda _m, a: mlp_rows.append(a[0].shape[1]))
     first_block = blocks[0][1]
     first_block.register_forward_pre_hook(
@@ -316,9 +350,7 @@ def test_the_cut_inside_the_pivotal_block_gives_what_the_cut_at_the_next_block_g
     acc = AcceleratedPipeline.from_pipe(
         pipe, f"context-prune:keep=0.25,profile={context_profile(pipe, tmp_path)}"
     )
-    method = acc.method("context-prune")
-    blocks = acc.adapter.blocks(pipe.transformer)
-    block = blocks[[n for n, _ in blocks].index(method.pruned_from) - 1][1]
+    block = cut_block(acc, pipe.transformer)[1]
     rows: list[int] = []
     (block.ff if name == KONTEXT else block.img_mlp).register_forward_pre_hook(
         lambda _m, a: rows.append(a[0].shape[1])
@@ -338,28 +370,17 @@ def test_the_cut_blocks_attention_computes_only_the_rows_that_stay(name, make_pi
     """In the pivotal block that is cut after its attention, every key attends but only the text,
     generated and kept reference rows are queries: the attention actually run (seen beneath the
     method's route) has that many query rows, on scoring steps and between them."""
-    from torch.overrides import TorchFunctionMode
-
     pipe = make_pipe(name)
     acc = AcceleratedPipeline.from_pipe(
         pipe, f"context-prune:keep=0.25,refresh=2,profile={context_profile(pipe, tmp_path)}"
     )
     method = acc.method("context-prune")
-    blocks = acc.adapter.blocks(pipe.transformer)
-    block = blocks[[n for n, _ in blocks].index(method.pruned_from) - 1][1]
-    inside, shapes = [False], []
-    block.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
-    block.register_forward_hook(lambda *_: inside.__setitem__(0, False))
+    shapes: list[tuple[int, int]] = []
     forwards: list[int] = []
     pipe.transformer.register_forward_pre_hook(lambda *_: forwards.append(1))
-
-    class Record(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            if func is torch.nn.functional.scaled_dot_product_attention and inside[0]:
-                shapes.append((args[0].shape[2], args[1].shape[2]))
-            return func(*args, **(kwargs or {}))
-
-    with Record():
+    with attention_run_inside(
+        cut_block(acc, pipe.transformer)[1], lambda q, k: shapes.append((q.shape[2], k.shape[2]))
+    ):
         run(acc, name, steps=4)
     kept = int(method.kept_mask.sum())
     reference = method.kept_mask.numel()
@@ -414,8 +435,6 @@ def test_reuse_with_merge_is_refused():
 def test_reuse_takes_the_pruned_keys_and_values_of_the_latest_scoring(name, pivotal, make_pipe, tmp_path):
     """On a moving trajectory, a step after a re-scoring appends to the kept rows' keys exactly the
     keys that scoring step computed for the tokens it pruned (not those of an earlier scoring)."""
-    from torch.overrides import TorchFunctionMode
-
     from ditaccel.calibration.context_sensitivity import reference_keys
 
     pipe = make_pipe(name)
@@ -423,20 +442,11 @@ def test_reuse_takes_the_pruned_keys_and_values_of_the_latest_scoring(name, pivo
     acc = AcceleratedPipeline.from_pipe(pipe, f"{spec},profile={context_profile(pipe, tmp_path)}")
     method = acc.method("context-prune")
     site = acc.adapter.sequence_attention_sites(pipe.transformer)[0]
-    inside, forwards, seen = [False], [0], []
-    site.module.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
-    site.module.register_forward_hook(lambda *_: inside.__setitem__(0, False))
+    forwards, seen = [0], []
     pipe.transformer.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
-
-    class Record(TorchFunctionMode):  # the attention actually run, beneath the method's route
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if func is torch.nn.functional.scaled_dot_product_attention and inside[0]:
-                key = args[1] if len(args) > 1 else kwargs["key"]
-                seen.append((forwards[0], key.clone(), method.active[1]))
-            return func(*args, **kwargs)
-
-    with Record():
+    with attention_run_inside(
+        site.module, lambda _q, k: seen.append((forwards[0], k.clone(), method.active[1]))
+    ):
         run(acc, name, steps=6)
     per_step = forwards[0] // 6
     keys = {forward: (k, layout) for forward, k, layout in seen}

@@ -125,7 +125,7 @@ def reference_keys(length: int, layout, text_first: bool | None) -> slice | None
     (text +) image stream (e.g. cross-attention) or hold no reference."""
     if layout.reference == 0:
         return None
-    text = layout.text if layout.text_in_sequence else 0
+    text = layout.joint_text
     if length != text + layout.image_stream:
         return None
     start = (text if text_first else 0) + layout.image

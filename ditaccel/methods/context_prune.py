@@ -12,9 +12,9 @@ computed at all, and the position embeddings follow the kept rows. Where the ada
 between its attention and its MLP (FLUX's and Qwen-Image's double-stream blocks), the pivotal
 block's attention already has only the kept rows as queries (every key still attends) and its MLP
 runs on those rows, while no other hook (an offload hook) holds that block; otherwise the next block
-cuts. With ``reuse``, the steps between scorings run every block on the kept rows, the attention
-layers up to the pivotal ones taking the pruned tokens' keys and values from the last scoring. Steps between scorings prune the
-same tokens. The pipelines keep only the generated tokens' output, so the pruned rows come back as
+cuts. Steps between scorings prune the same tokens; with ``reuse`` they run every block on the kept
+rows, the attention layers up to the pivotal ones taking the pruned tokens' keys and values from the
+last scoring. The pipelines keep only the generated tokens' output, so the pruned rows come back as
 zeros. ``keep=1`` prunes nothing: the plain pipeline, bit for bit.
 """
 
@@ -151,11 +151,11 @@ class _TransformerHook(ModelHook):
 
 class _BlockHook(ModelHook):
     """On a block after the pivotal layers: run it on the kept rows only. On a block up to them
-    (``early``, with ``reuse``): the same between scorings."""
+    (``up_to_pivotal``, with ``reuse``): the same between scorings."""
 
-    def __init__(self, method: ContextPrune, denoiser, block, early: bool = False) -> None:
+    def __init__(self, method: ContextPrune, denoiser, block, up_to_pivotal: bool = False) -> None:
         super().__init__()
-        self.method, self.denoiser, self.up_to_pivotal = method, denoiser, early
+        self.method, self.denoiser, self.up_to_pivotal = method, denoiser, up_to_pivotal
         self.name, self.io = block.name, block.io
 
     def new_forward(self, module, *args, **kwargs):
@@ -169,7 +169,7 @@ class _BlockHook(ModelHook):
         if first and state.groups is not None:
             args, kwargs = method.merged(self.io, args, kwargs, state, layout)
         sub_args, sub_kwargs = method.context.adapter.block_rows(
-            self.denoiser, args, kwargs, rows, layout.text if layout.text_in_sequence else 0, first
+            self.denoiser, args, kwargs, rows, layout.joint_text, first
         )
         return self.fn_ref.original_forward(*sub_args, **sub_kwargs)
 
@@ -182,7 +182,7 @@ class _CutHook(_BlockHook):
     whole block runs on the kept rows (as the blocks before it)."""
 
     def __init__(self, method: ContextPrune, denoiser, block) -> None:
-        super().__init__(method, denoiser, block, early=True)
+        super().__init__(method, denoiser, block, up_to_pivotal=True)
 
     def new_forward(self, module, *args, **kwargs):
         method = self.method
@@ -334,12 +334,23 @@ class ContextPrune(Method):
         if state.pending:  # (copies: slices of the projections would keep the whole K and V alive)
             state.kv[site.name] = (k[:, :, where].clone(), v[:, :, where].clone())
         else:
-            pruned = state.pruned.to(k.device)
-            state.pruned_kv[site.name] = (k[:, :, where][:, :, pruned], v[:, :, where][:, :, pruned])
+            state.pruned_kv[site.name] = self.pruned_of(state, k[:, :, where], v[:, :, where])
+
+    @staticmethod
+    def pruned_of(
+        state: _State, keys: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pruned tokens' rows of the reference tokens' ``keys`` and ``values``."""
+        index = state.pruned.to(keys.device)
+        return keys[:, :, index], values[:, :, index]
+
+    @staticmethod
+    def kept_length(state: _State, layout: TokenLayout) -> int:
+        """Keys of an attention over the kept rows: text in the sequence, generated, kept reference."""
+        return layout.joint_text + layout.image + state.kept.numel()
 
     def _with_pruned_kv(self, site, state: _State, layout: TokenLayout, q, k, v, scale):
-        text = layout.text if layout.text_in_sequence else 0
-        if k.shape[2] != text + layout.image + state.kept.numel():
+        if k.shape[2] != self.kept_length(state, layout):
             return None  # (another attention inside the layer, e.g. an IP-adapter's)
         if site.name not in state.pruned_kv:
             raise RuntimeError(f"context-prune: {site.name} kept no reference keys at the last scoring step")
@@ -375,8 +386,7 @@ class ContextPrune(Method):
             state.groups = (keys[pruned.to(keys.device)] @ keys[state.kept.to(keys.device)].T).argmax(-1)
             state.sizes = torch.bincount(state.groups, minlength=count) + 1
         for name, (keys, values) in state.kv.items():  # reuse: only the pruned tokens' from now on
-            index = state.pruned.to(keys.device)
-            state.pruned_kv[name] = (keys[:, :, index], values[:, :, index])
+            state.pruned_kv[name] = self.pruned_of(state, keys, values)
         state.kv = {}
         state.scores, state.keys, state.pending = [], [], False
         mask = torch.zeros(layout.reference, dtype=torch.bool)
@@ -417,10 +427,9 @@ class ContextPrune(Method):
             state, layout, _ = self.active
             if state.sizes is None:
                 return None
-            text = layout.text if layout.text_in_sequence else 0
-            if k.shape[2] != text + layout.image + state.kept.numel():
+            if k.shape[2] != self.kept_length(state, layout):
                 return None  # (not the pruned sequence)
-            image_at = text if site.text_first is not False else 0
+            image_at = layout.joint_text if site.text_first is not False else 0
             bias = torch.zeros(k.shape[2], dtype=q.dtype, device=q.device)
             start = image_at + layout.image
             bias[start : start + state.kept.numel()] = state.sizes.to(q.dtype).log()
@@ -459,7 +468,8 @@ class ContextPrune(Method):
             if self.config.reuse:
                 for block in blocks[:first]:
                     if cut is None or block.name != cut.name:
-                        register_hook(block.module, _BlockHook(self, denoiser, block, early=True), _HOOK)
+                        hook = _BlockHook(self, denoiser, block, up_to_pivotal=True)
+                        register_hook(block.module, hook, _HOOK)
                         self._modules.append(block.module)
             for block in blocks[first:]:
                 register_hook(block.module, _BlockHook(self, denoiser, block), _HOOK)

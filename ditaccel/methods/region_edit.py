@@ -285,8 +285,7 @@ class RegionEdit(Method):
     def keep_rest(self, state: _State, rest: torch.Tensor, info: StepInfo) -> None:
         """Keep only the other tokens' keys / values of this full step (after the text, which
         region steps compute afresh)."""
-        text = info.layout.text if info.layout.text_in_sequence else 0
-        index = rest + text
+        index = rest + info.layout.joint_text
         for name, (k, v) in state.keys.items():
             state.keys[name] = (k[:, :, index], v[:, :, index])
 
