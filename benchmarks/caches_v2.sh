@@ -2,12 +2,13 @@
 # Caches v2 (issue 20): calibrated-cache and adaptive-cache against every peer swept over its
 # threshold, on shapes-flux t2i, 128x128, one bench run per setting (same prompts, seeds, FLOPs count):
 #   28 steps on the default prompts, 28 steps on 16 scenes neither the bench nor the calibration saw
-#   (--offset 16), and 14 and 50 steps with the 28-step profile.
+#   (--offset 24: calibrate profiles scenes 8-15 and verifies its plans on 16-23), and 14 and 50 steps
+#   with the 28-step profile.
 # peer-magcache gates on the magnitude ratios `ditaccel calibrate` measured on shapes-flux (the
 # shipped profile); peer-dbcache is cache-dit's DBCache F1B0 + TaylorSeer (pip install "ditaccel[peers]").
 # Writes docs/caches_v2/{t2i28,heldout28,t2i14,t2i50}.{json,png} (and *_dbcache.json: cache-dit
 # runs in its own bench process); benchmarks/caches_v2_report.py compares the fronts at matched cost.
-# Usage: OMP_WAIT_POLICY=PASSIVE bash benchmarks/caches_v2.sh [--runs 3] [which ...]
+# Usage: bash benchmarks/caches_v2.sh [--runs 3] [which ...]
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 mkdir -p docs/caches_v2
@@ -30,7 +31,7 @@ dbcache_specs() {
 for name in ${which[*]}; do
   case $name in
     t2i28) steps=28; extra=() ;;
-    heldout28) steps=28; extra=(--offset 16 --prompts 16) ;;
+    heldout28) steps=28; extra=(--offset 24 --prompts 16) ;;
     t2i14) steps=14; extra=() ;;
     t2i50) steps=50; extra=() ;;
     *) echo "unknown run $name" >&2; exit 2 ;;

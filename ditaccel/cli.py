@@ -226,8 +226,10 @@ def calibrate_command(
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
     verify: Annotated[
         int,
-        typer.Option(help="Calibration prompts each candidate cache plan is run on (0: store them unrun)."),
-    ] = 4,
+        typer.Option(
+            help="Prompts (after the profiled ones) each candidate cache plan is run on (0: store them unrun)."
+        ),
+    ] = 8,  # calibration.verify.VERIFY_PROMPTS (not imported: the CLI loads torch lazily)
     verify_steps: Annotated[
         list[int] | None,
         typer.Option(

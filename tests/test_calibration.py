@@ -415,6 +415,34 @@ def test_calibrate_command_reads_a_prompt_file_and_fails_clearly(tmp_path):
         assert result.exit_code == 2 and "prompts" in result.output
 
 
+def test_plans_are_verified_on_inputs_the_profile_did_not_see(tmp_path):
+    """The verification inputs follow the profiled ones: shapes-flux's next calibration scenes; a
+    short prompt file or a cycled set repeats its prompts with fresh seeds (never a profiled
+    (prompt, seed) pair)."""
+    import inspect
+
+    from ditaccel.calibration.run import CalibrationSettings
+    from ditaccel.calibration.verify import VERIFY_PROMPTS
+    from ditaccel.cli import calibrate_command
+
+    assert inspect.signature(calibrate_command).parameters["verify"].default == VERIFY_PROMPTS
+    settings = CalibrationSettings(model="shapes-flux", prompts=8, verify=4)
+    scenes = settings.entry.calibration_cases("t2i", 12)
+    assert [(c.prompt, c.seed) for c in settings.verify_cases()] == [(c.prompt, c.seed) for c in scenes[8:]]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    for count in (str(prompts), 2):
+        settings = CalibrationSettings(model="tiny-random-flux", prompts=count, verify=3)
+        profiled = {(c.prompt, c.seed) for c in settings.cases()}
+        verified = [(c.prompt, c.seed) for c in settings.verify_cases()]
+        assert len(verified) == 3 and len(set(verified)) == 3 and not profiled & set(verified)
+        if count == 2:  # the model's set, cycled: the three after the profiled two
+            expected = [c.prompt for c in settings.entry.calibration_cases("t2i", 5)[2:]]
+        else:  # the file's prompts again
+            expected = ["a red circle", "a blue square", "a red circle"]
+        assert [p for p, _ in verified] == expected
+
+
 def test_profiler_records_how_fast_external_tokens_move(make_pipe, tmp_path):
     """For a Kontext pipeline: per kind (reference, text), steps x layers of the relative change of
     the external tokens' keys; 0 at step 0, and 0 throughout when every step sees the same inputs."""

@@ -49,7 +49,8 @@ class PlanRunner:
         return out
 
     def measure(self, profile: Profile, plan: CachePlan, calls: int | None = None) -> dict[str, float]:
-        """PSNR (dB), MSE and relative L1 of ``plan``'s images on the first ``calls`` calls (all)."""
+        """PSNR (dB), MSE and relative L1 of ``plan``'s images on the first ``calls`` calls (all),
+        and each call's PSNR."""
         from ..methods.calibrated_cache import CalibratedCacheConfig
         from ..pipelines.accelerated import AcceleratedPipeline
 
@@ -60,11 +61,13 @@ class PlanRunner:
         acc = AcceleratedPipeline.from_pipe(self.pipeline, [config])
         count = len(self.calls) if calls is None else min(calls, len(self.calls))
         try:
-            images = np.concatenate(self._images(acc, count))
+            outputs = self._images(acc, count)
         finally:
             acc.remove()
-        reference = np.concatenate(self.reference[:count])
+        images, reference = np.concatenate(outputs), np.concatenate(self.reference[:count])
         mse = float(np.mean((images - reference) ** 2))
         relative = float(np.abs(images - reference).mean() / max(np.abs(reference).mean(), 1e-12))
+        per_call = [round(psnr_from_mse(float(np.mean((a - b) ** 2))), 4)
+                    for a, b in zip(outputs, self.reference, strict=False)]  # fmt: skip
         return {"psnr_db": round(psnr_from_mse(mse), 4), "mse": mse, "relative_l1": round(relative, 6),
-                "prompts": count}  # fmt: skip
+                "prompts": count, "psnr_db_per_call": per_call}  # fmt: skip

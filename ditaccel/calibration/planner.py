@@ -37,7 +37,10 @@ class PlannerConfig:
     error (either or both; the plan stops at whichever comes first). ``order``: the forecast the
     cache uses (0 reuse, 1 linear). ``weighting``: ``uniform`` weighs steps equally, ``measured`` by
     the profile's step sensitivity (to the ``power``), ``dt`` by their
-    noise-schedule step. ``max_gap``: longest run of served steps (default: the profile's)."""
+    noise-schedule step. ``max_gap``: longest run of served steps (default: the profile's).
+    ``scope``: the greedy serves (block, step) pairs, or whole steps past the first ``front`` blocks
+    (finishing in pairs where whole steps cannot land within :data:`RATIO_TOLERANCE` of the target).
+    ``protect``: the share of the first steps always computed."""
 
     flops_ratio: float | None = 0.5
     budget: float | None = None
@@ -263,9 +266,15 @@ def plan_cache(
         if (
             config.flops_ratio is not None
             and deep is not None
-            and ratio - saved < config.flops_ratio - saved / 2
+            and ratio - saved < config.flops_ratio - min(saved / 2, RATIO_TOLERANCE)
         ):
-            break  # a whole step overshoots the target by more than half of it
+            if ratio <= config.flops_ratio + RATIO_TOLERANCE:
+                break  # a whole step passes the target by more than half of it or the tolerance
+            # stopping here misses the target (a coarse grid: a step of 14 is 0.07): the rest
+            # in (block, step) pairs
+            deep = None
+            table = np.stack([pair_scores(b) for b in range(blocks)])
+            continue
         computed[units, t] = False
         for b in units:
             current[b] = costs(b, computed[b])

@@ -1,8 +1,9 @@
 """``ditaccel calibrate``: load a model, profile it on a prompt set, plan, verify the cache plans on
-a few of the prompts (:mod:`.verify`), return the profile."""
+a few prompts after those (:mod:`.verify`), return the profile."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ class CalibrationSettings:
     device: str | None = None
     dtype: str = "float32"
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
-    # calibration prompts the candidate cache plans are run on (0: store the planner's plans unrun)
+    # prompts the candidate cache plans are run on, after the profiled ones (0: store the
+    # planner's plans unrun)
     verify: int = VERIFY_PROMPTS
     # other step counts the plans are verified at (planned there from this profile); None: half
     # the profile's step count (plans made for a call's grid, like a 14-step call with a 28-step
@@ -85,6 +87,27 @@ class CalibrationSettings:
             raise ValueError(f"{path} holds no prompts")
         return [models.Case(line, seed=i) for i, line in enumerate(lines)]
 
+    def verify_cases(self) -> list[models.Case]:
+        """The ``verify`` inputs the candidate plans are measured on: the calibration inputs after
+        the profiled ones, so a plan is chosen on images the profile never measured (plans chosen on
+        the profiled prompts measured up to 3 dB better there than on others: they fit the
+        profile's noise). An input that repeats a profiled one (a short prompt file, a model
+        without its own calibration set) takes a fresh seed."""
+        profiled = self.cases()
+        if self.entry is not None and str(self.prompts).isdigit():
+            following = self.entry.calibration_cases(self.task, len(profiled) + self.verify)[len(profiled) :]
+        else:
+            following = [profiled[i % len(profiled)] for i in range(self.verify)]
+        seen = {(c.prompt, c.seed) for c in profiled}
+        fresh = max((c.seed for c in profiled + following), default=0) + 1
+        chosen = []
+        for case in following:
+            if (case.prompt, case.seed) in seen:
+                case, fresh = dataclasses.replace(case, seed=fresh), fresh + 1
+            seen.add((case.prompt, case.seed))
+            chosen.append(case)
+        return chosen
+
     @property
     def profile_steps(self) -> int:
         return self.steps or (self.entry.steps if self.entry else 28)
@@ -135,9 +158,9 @@ def calibrate(settings: CalibrationSettings, progress: Any = None) -> Profile:
     finally:
         pipe.remove()
     plan_all(profile)
-    if settings.verify and profile.has_errors:  # on fresh calls: the profiler's drew their noise already
+    if settings.verify and profile.has_errors:
         verify_plans(
-            plain, calls_of(cases[: settings.verify]), profile, prompts=settings.verify, progress=progress,
-            other_steps=settings.other_steps(),
+            plain, calls_of(settings.verify_cases()), profile, prompts=settings.verify, progress=progress,
+            other_steps=settings.other_steps(), sensitivity_calls=calls_of(cases),
         )  # fmt: skip
     return profile
