@@ -57,6 +57,7 @@ def report(path: Path) -> dict:
         "run": path.stem,
         "steps": data["steps"],
         "prompts": data["prompts"],
+        "offset": data.get("offset"),  # None: a run from before the bench recorded it
         "calibrated": [],
         "adaptive": [],
     }
@@ -91,7 +92,11 @@ def report(path: Path) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"### {result['run']} ({result['steps']} steps, {result['prompts']} prompts)", "",
+    offset = result.get("offset")
+    start = (
+        "" if offset == 0 else (f" from input {offset}" if offset is not None else ", offset not recorded")
+    )
+    lines = [f"### {result['run']} ({result['steps']} steps, {result['prompts']} prompts{start})", "",
              "| calibrated-cache target | FLOPs ratio | PSNR dB | best peer within +-0.03 | its ratio | its PSNR dB | margin dB | adaptive-cache front there dB |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in result["calibrated"]:

@@ -200,6 +200,7 @@ def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
         "device": device,
         "dtype": settings.dtype,
         "prompts": settings.prompts,
+        "offset": settings.offset,
         "runs": settings.runs,
         "results": results,
         "versions": _versions(),

@@ -80,10 +80,11 @@ def test_bench_writes_the_design_schema(tmp_path):
     result = runner.invoke(app, [*args, "--prompts", "2", "--runs", "2", "--steps", "2"], terminal_width=200)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    for key in ("model", "task", "steps", "height", "width", "device", "dtype", "prompts", "runs", "results"):
+    for key in ("model", "task", "steps", "height", "width", "device", "dtype", "prompts", "offset", "runs",
+                "results"):  # fmt: skip
         assert key in report
-    assert (report["model"], report["task"], report["steps"], report["prompts"], report["runs"]) == (
-        "tiny-random-flux", "t2i", 2, 2, 2
+    assert (report["model"], report["task"], report["steps"], report["prompts"], report["offset"], report["runs"]) == (
+        "tiny-random-flux", "t2i", 2, 2, 0, 2
     )  # fmt: skip
     (row,) = report["results"]
     assert set(row) >= RESULT_KEYS
