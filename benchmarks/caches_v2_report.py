@@ -118,10 +118,10 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/caches_v2")
-    runs = [
+    runs = [  # bench runs (plan_ratios.json and the report itself are not)
         p
         for p in sorted(folder.glob("*.json"))
-        if p.name != "report.json" and not p.stem.endswith("_dbcache")
+        if not p.stem.endswith("_dbcache") and "results" in json.loads(p.read_text())
     ]
     results = [report(p) for p in runs]
     (folder / "report.json").write_text(json.dumps(results, indent=1))
