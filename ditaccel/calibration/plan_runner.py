@@ -68,6 +68,6 @@ class PlanRunner:
         mse = float(np.mean((images - reference) ** 2))
         relative = float(np.abs(images - reference).mean() / max(np.abs(reference).mean(), 1e-12))
         per_call = [round(psnr_from_mse(float(np.mean((a - b) ** 2))), 4)
-                    for a, b in zip(outputs, self.reference, strict=False)]  # fmt: skip
+                    for a, b in zip(outputs, self.reference[:count], strict=True)]  # fmt: skip
         return {"psnr_db": round(psnr_from_mse(mse), 4), "mse": mse, "relative_l1": round(relative, 6),
                 "prompts": count, "psnr_db_per_call": per_call}  # fmt: skip

@@ -91,6 +91,11 @@ def generator_grid(profile: Profile, steps: int, order: int) -> list[tuple[dict[
     return [(g, o) for o in OTHER_GRID_ORDERS for g in OTHER_GRID_GENERATORS]
 
 
+def _meets(plan: CachePlan, target: float) -> bool:
+    """Whether ``plan`` is no further than :data:`RATIO_TOLERANCE` above ``target``."""
+    return plan.flops_ratio <= target + RATIO_TOLERANCE
+
+
 def candidates(
     profile: Profile,
     target: float,
@@ -107,7 +112,7 @@ def candidates(
         config = PlannerConfig(flops_ratio=target, order=plan_order, **generator)
         plan = plan_cache(profile, config, steps, sigmas)
         key = (plan_order, *map(tuple, plan.reuse))
-        if key in seen or (number > 0 and plan.flops_ratio > target + RATIO_TOLERANCE):
+        if key in seen or (number > 0 and not _meets(plan, target)):
             continue
         seen.add(key)
         plans.append(plan)
@@ -167,10 +172,6 @@ def recompute_to(
     return dataclasses.replace(plan, reuse=reuse, flops_ratio=round(ratio, 6), target={"flops_ratio": target},
                                predicted_error=round(float(current.sum()), 6), generator=generator,
                                measured={})  # fmt: skip
-
-
-def _meets(plan: CachePlan, target: float) -> bool:
-    return plan.flops_ratio <= target + RATIO_TOLERANCE
 
 
 def _better(plan: CachePlan, than: CachePlan, target: float) -> bool:
