@@ -176,6 +176,8 @@ def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
             "attention_gflops": _mean_g(flops[spec], 1),
             "flops_ratio": gflops / base_gflops if base_gflops else None,
             "psnr_db": None if spec == base else _set_psnr(images[spec], images[base]),
+            # per input, for intervals over inputs (ditaccel.metrics.intervals); psnr_db pools them
+            "mse_per_input": None if spec == base else _mse_per_input(images[spec], images[base]),
             "ssim": None if spec == base else _mean_ssim(images[spec], images[base]),
             "shapes_acc": None,
             "blocks_reused": float(np.mean(reuse[spec])),
@@ -220,6 +222,14 @@ def _set_psnr(images: list[Any], reference: list[Any]) -> float:
     """PSNR over all pixels of all inputs (one exact input does not make it infinite)."""
     a, b = as_float_images(images), as_float_images(reference)
     return psnr_from_mse(float(np.mean((a - b) ** 2)))
+
+
+def _mse_per_input(images: list[Any], reference: list[Any]) -> list[float]:
+    """Each input's mean squared error against its reference (peak 1)."""
+    return [
+        float(np.mean((as_float_images(a) - as_float_images(b)) ** 2))
+        for a, b in zip(images, reference, strict=True)
+    ]
 
 
 def _mean_ssim(images: list[Any], reference: list[Any]) -> float | None:

@@ -9,6 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ditaccel.cli import app
+from ditaccel.metrics import psnr_from_mse
 from ditaccel.testing import TINY_MODELS
 
 runner = CliRunner()
@@ -89,7 +90,7 @@ def test_bench_writes_the_design_schema(tmp_path):
     (row,) = report["results"]
     assert set(row) >= RESULT_KEYS
     assert row["method"] == "none" and row["speedup"] == 1.0 and row["flops_ratio"] == 1.0
-    assert row["psnr_db"] is None and row["ssim"] is None
+    assert row["psnr_db"] is None and row["ssim"] is None and row["mse_per_input"] is None
     assert 0 < row["attention_gflops"] < row["transformer_gflops"]
     assert row["wall_s"] > 0
 
@@ -103,6 +104,8 @@ def test_bench_reports_a_combination_with_each_method_config(tmp_path):
     _, row = json.loads(out.read_text())["results"]
     assert row["method"] == spec
     assert row["config"]["deepcache"]["interval"] == 2 and row["config"]["sparse-attention"]["density"] == 1.0
+    (mse,) = row["mse_per_input"]  # one input; the pooled PSNR is made of these
+    assert row["psnr_db"] == pytest.approx(psnr_from_mse(mse))
 
 
 def test_bench_edit_task_reports_region_psnr(tmp_path):

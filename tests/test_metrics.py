@@ -131,3 +131,27 @@ def test_flop_count_survives_a_module_graph_with_a_cycle():
     with count_flops() as counted:
         Holder()(torch.randn(2, 4))
     assert counted.total == 2 * 2 * 4 * 4
+
+
+def test_pooled_psnr_intervals_cover_the_estimate_and_separate_only_consistent_gains():
+    from ditaccel.metrics.intervals import front_difference, pooled_psnr, psnr_difference
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(1e-5, 1e-4, 8)
+    assert math.isclose(float(pooled_psnr(base)), 10 * math.log10(1 / base.mean()))
+    assert float(pooled_psnr(np.zeros(3))) == 99.0  # exact: capped, not infinite
+    # half the error on every input: a gain of 10*log10(2) dB, resampling cannot undo it
+    low, high = psnr_difference(base / 2, base)
+    assert low == pytest.approx(10 * math.log10(2)) and high == pytest.approx(low)
+    # one input breaks: the pooled estimate falls, the interval spans both stories
+    broken = base.copy()
+    broken[3] *= 400
+    estimate = float(pooled_psnr(base / 2) - pooled_psnr(broken))
+    low, high = psnr_difference(base / 2, broken)
+    assert low <= estimate <= high and high - low > 5
+    # against a front halfway between two rows: the mean of their PSNRs
+    gap = float(pooled_psnr(base) - (pooled_psnr(base * 2) + pooled_psnr(base / 2)) / 2)
+    low, high = front_difference(base, base * 2, base / 2, 0.5)
+    assert low == pytest.approx(gap, abs=1e-9) and high == pytest.approx(gap, abs=1e-9)
+    with pytest.raises(ValueError, match="paired"):
+        psnr_difference(base, base[:4])
