@@ -148,6 +148,11 @@ class CachePlan:
         )
 
 
+def meets_target(plan: CachePlan, flops_ratio: float) -> bool:
+    """Whether ``plan`` is no further than :data:`RATIO_TOLERANCE` above the ``flops_ratio`` target."""
+    return plan.flops_ratio <= flops_ratio + RATIO_TOLERANCE
+
+
 def step_weights(profile: Profile, weighting: str, steps: int | None = None,
                  sigmas: list[float] | None = None, power: float = 1.0) -> np.ndarray:  # fmt: skip
     """Each step's weight (mean 1): uniform; ``measured``: the profile's step sensitivity (how much

@@ -32,6 +32,7 @@ from .planner import (
     PlannerConfig,
     _Costs,
     block_costs,
+    meets_target,
     plan_cache,
     step_weights,
 )
@@ -91,11 +92,6 @@ def generator_grid(profile: Profile, steps: int, order: int) -> list[tuple[dict[
     return [(g, o) for o in OTHER_GRID_ORDERS for g in OTHER_GRID_GENERATORS]
 
 
-def _meets(plan: CachePlan, target: float) -> bool:
-    """Whether ``plan`` is no further than :data:`RATIO_TOLERANCE` above ``target``."""
-    return plan.flops_ratio <= target + RATIO_TOLERANCE
-
-
 def candidates(
     profile: Profile,
     target: float,
@@ -112,7 +108,7 @@ def candidates(
         config = PlannerConfig(flops_ratio=target, order=plan_order, **generator)
         plan = plan_cache(profile, config, steps, sigmas)
         key = (plan_order, *map(tuple, plan.reuse))
-        if key in seen or (number > 0 and not _meets(plan, target)):
+        if key in seen or (number > 0 and not meets_target(plan, target)):
             continue
         seen.add(key)
         plans.append(plan)
@@ -176,8 +172,8 @@ def recompute_to(
 
 def _better(plan: CachePlan, than: CachePlan, target: float) -> bool:
     """Whether ``plan`` beats ``than`` at ``target``: meeting the target first, then PSNR."""
-    if _meets(plan, target) != _meets(than, target):
-        return _meets(plan, target)
+    if meets_target(plan, target) != meets_target(than, target):
+        return meets_target(plan, target)
     return plan.measured["psnr_db"] > than.measured["psnr_db"]
 
 
@@ -206,7 +202,7 @@ def _choose(plans: list[CachePlan], target: float, dearer: CachePlan | None) -> 
     best measured at the first target) unless another measured clearly better (then the best of
     those): switching kinds between neighbouring targets on a small measured edge is how PSNR
     came to rise as the ratio fell on other prompts."""
-    meeting = [p for p in plans if _meets(p, target)] or plans
+    meeting = [p for p in plans if meets_target(p, target)] or plans
     same = [p for p in meeting if dearer is not None and _kind(p) == _kind(dearer)]
     kept = same[0] if same else max(meeting, key=lambda p: p.measured["psnr_db"])
     challengers = [p for p in meeting if p is not kept and _clearly_better(p, kept)]

@@ -21,9 +21,9 @@ import torch
 
 from ..calibration.error_model import call_sigmas
 from ..calibration.planner import (
-    RATIO_TOLERANCE,
     CachePlan,
     PlannerConfig,
+    meets_target,
     nearest_plan,
     plan_cache,
     stored_plan,
@@ -208,7 +208,7 @@ class CalibratedCache(RangeMethod):
         order = c.order if c.order is not None else (nearest.order if nearest else 1)
         config = dataclasses.replace(c.planner(order), **kind)
         plan = plan_cache(profile, config, steps, sigmas)
-        if c.budget is None and plan.flops_ratio > c.flops_ratio + RATIO_TOLERANCE:
+        if c.budget is None and not meets_target(plan, c.flops_ratio):
             raise ValueError(
                 f"calibrated-cache: with a profile of {profile.steps} steps, a {steps}-step call cannot be "
                 f"planned down to flops_ratio={c.flops_ratio} with measured reuse errors (it reaches "
