@@ -333,3 +333,67 @@ def test_step_sensitivity_is_the_image_error_of_serving_one_step(make_pipe, tmp_
     mse = np.mean((np.concatenate(served).astype(np.float64) - np.concatenate(plain)) ** 2)
     predicted = profile.tensors["reuse_error_order1"][:, t, 0, 0].double().sum().item()
     assert gains[t] == pytest.approx(np.sqrt(mse) / predicted, rel=1e-3)
+
+
+def test_drift_rule_serves_while_the_forecast_drift_stays_under_the_threshold():
+    from ditaccel.calibration.drift_schedule import drift_pattern
+
+    steady = np.full(12, 0.1)  # 0.1 per step: a gap of k steps drifts 0.1k
+    # two computes to measure a rate, then serve while 0.1 * (steps since) < 0.25: runs of 2
+    assert (
+        "".join("C" if c else "." for c in drift_pattern(steady, 0.25, ramp=0.0, max_gap=3)) == "CC..C..C..C."
+    )
+    # no drift at all: served up to max_gap in a row, and the first steps kept as asked
+    flat = drift_pattern(np.zeros(12), 1.0, ramp=0.0, max_gap=3, first=3)
+    assert "".join("C" if c else "." for c in flat) == "CCC...C...C."
+    # the threshold ramps: late steps are served longer at the same drift
+    ramped = drift_pattern(steady, 0.15, ramp=2.0, max_gap=3)
+    gaps = np.diff(np.nonzero(ramped)[0])
+    assert gaps[0] == 1 and gaps[-1] > gaps[1]
+
+
+def test_drift_plans_are_whole_steps_of_the_rule_and_land_on_their_target():
+    from ditaccel.calibration.drift_schedule import call_drift, drift_pattern
+
+    profile = _profile(steps=20, blocks=4, gap=8)
+    rng = np.random.default_rng(0)
+    change = 0.05 + 0.2 * np.exp(-np.arange(20) / 4.0)  # fast early, slow late, as measured ones
+    profile.block_change = [[float(c * (1 + 0.1 * rng.random())) for _ in range(4)] for c in change]
+    for target in (0.7, 0.5, 0.4):
+        plan = plan_cache(profile, PlannerConfig(flops_ratio=target, scope="drift", max_gap=3))
+        assert abs(plan.flops_ratio - target) <= RATIO_TOLERANCE, (target, plan.flops_ratio)
+        served = np.array([len(r) for r in plan.reuse])
+        assert set(served) <= {0, 4}  # whole steps on the profile's own grid (20 steps land)
+        computed = served == 0
+        drift = call_drift(profile, 20)
+        assert any(  # the pattern is one the rule gives at some threshold
+            np.array_equal(computed, drift_pattern(drift, t, 3.0, 3)) for t in np.geomspace(1e-4, 1e2, 600)
+        )
+        assert plan.generator["scope"] == "drift" and plan.predicted_error is not None
+    # a coarse grid where no step pattern lands: finished in (block, step) pairs, on target
+    coarse = list(np.linspace(1.0, 0.0, 11))
+    for target in (0.65, 0.45):
+        plan = plan_cache(profile, PlannerConfig(flops_ratio=target, scope="drift"), 10, coarse)
+        assert abs(plan.flops_ratio - target) <= RATIO_TOLERANCE, (target, plan.flops_ratio)
+        assert any(0 < len(r) < 4 for r in plan.reuse)  # some step only partly served
+    with pytest.raises(ValueError, match="ramp"):
+        PlannerConfig(scope="drift", ramp=-1.0)
+
+
+def test_calibrated_cache_makes_the_stored_drift_kind_on_another_grid(make_pipe, tmp_path):
+    """A verified drift plan's settings (its ramp too) make the plan of a call at another step
+    count, and the steps the call serves are that plan's."""
+    name, steps = "tiny-random-flux", 8
+    pipe = make_pipe(name)
+    profile, _ = _tiny_profile(pipe, name, steps)
+    stored = plan_cache(profile, PlannerConfig(flops_ratio=0.6, scope="drift", ramp=1.5))
+    profile.plans["calibrated-cache"] = [stored.to_dict()]
+    path = profile.save(tmp_path / "p.json")
+    acc = AcceleratedPipeline.from_pipe(pipe, methods=f"calibrated-cache:profile={path},flops_ratio=0.6")
+    run(acc, name, steps=12)
+    (plan,) = [p for key, p in acc.method("calibrated-cache")._plans.items() if key[0] == 12]
+    assert plan.generator["scope"] == "drift" and plan.generator["ramp"] == 1.5
+    assert abs(plan.flops_ratio - 0.6) <= RATIO_TOLERANCE
+    reused = {(r.step, n) for r in acc.stats.records for n in r.reused}
+    assert reused == {(t, profile.blocks[b]) for t, step in enumerate(plan.reuse) for b in step}
+    acc.remove()

@@ -9,6 +9,10 @@ weighted per step: equally (``uniform``, the default) or by the step's share of 
 (``dt``: an error in the model output at step ``t`` moves the latent by ``sigma_t - sigma_{t+1}``
 times it; measured worse on shapes-flux, since it moves reuse into the early steps where the
 layout forms and errors persist). The first step is always computed.
+
+``scope=drift`` instead takes whole steps from ``adaptive-cache``'s rate rule run on the profile's
+measured per-step change (:mod:`.drift_schedule`), finishing in (block, step) pairs where no step
+pattern lands within :data:`RATIO_TOLERANCE` of the target.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .drift_schedule import call_drift, drift_patterns
 from .error_model import ErrorModel
 from .profile import Profile
 
@@ -27,6 +32,9 @@ RATIO_TOLERANCE = 0.03  # a plan further than this above its target flops_ratio 
 # pivotal layers: the most context-sensitive ones that together hold this share of the sensitivity
 # (ToPi scores tokens at a few layers; half the total keeps the list short where one layer dominates)
 PIVOTAL_SHARE = 0.5
+# scope=drift: adaptive-cache's defaults (its most steps served in a row, its threshold's ramp)
+DRIFT_MAX_GAP = 3
+DRIFT_RAMP = 3.0
 ATTENTION_BUDGETS = (0.5, 0.3, 0.15)
 _SMALLEST_SHARE = 1e-6  # a head keeps at least one block anyway (top-k rounds up)  # mean key-block densities whose per-head split is stored
 
@@ -39,8 +47,10 @@ class PlannerConfig:
     the profile's step sensitivity (to the ``power``), ``dt`` by their
     noise-schedule step. ``max_gap``: longest run of served steps (default: the profile's).
     ``scope``: the greedy serves (block, step) pairs, or whole steps past the first ``front`` blocks
-    (finishing in pairs where whole steps cannot land within :data:`RATIO_TOLERANCE` of the target).
-    ``protect``: the share of the first steps always computed."""
+    (finishing in pairs where whole steps cannot land within :data:`RATIO_TOLERANCE` of the target);
+    ``drift``: whole steps where ``adaptive-cache``'s rate rule, run on the profile's measured
+    change with its threshold growing ``ramp`` times over the schedule, serves them (``max_gap``
+    default :data:`DRIFT_MAX_GAP`). ``protect``: the share of the first steps always computed."""
 
     flops_ratio: float | None = 0.5
     budget: float | None = None
@@ -48,13 +58,16 @@ class PlannerConfig:
     weighting: Literal["uniform", "dt", "measured"] = "uniform"
     max_gap: int | None = None
     power: float = 1.0
-    scope: Literal["block", "step"] = "block"
+    scope: Literal["block", "step", "drift"] = "block"
     protect: float = 0.0
     front: int = 1
+    ramp: float = DRIFT_RAMP
 
     def __post_init__(self) -> None:
-        if self.scope not in ("block", "step"):
-            raise ValueError(f"scope must be block or step, got {self.scope!r}")
+        if self.scope not in ("block", "step", "drift"):
+            raise ValueError(f"scope must be block, step or drift, got {self.scope!r}")
+        if self.ramp < 0:
+            raise ValueError(f"ramp must be >= 0, got {self.ramp}")
         if not 0.0 <= self.protect < 1.0:
             raise ValueError(f"protect must be in [0, 1), got {self.protect}")
         if self.front < 0:
@@ -213,6 +226,44 @@ class _Costs:
         return total
 
 
+def _drift_start(
+    profile: Profile,
+    config: PlannerConfig,
+    costs: _Costs,
+    share: np.ndarray,
+    steps: int,
+    sigmas: list[float] | None,
+    first: int,
+) -> np.ndarray:
+    """The drift rule's step pattern (True: computed) for ``config``: of the patterns within the
+    predicted-error ``budget`` (all when none), the one nearest the ``flops_ratio`` target within
+    :data:`RATIO_TOLERANCE` (the cheapest without a target); where none lands there, the cheapest
+    one still at or above the target, for the greedy to finish in (block, step) pairs."""
+    gap = min(config.max_gap or DRIFT_MAX_GAP, costs.gap)
+    patterns = drift_patterns(call_drift(profile, steps, sigmas), config.ramp, gap, first)
+    whole = share.sum()
+
+    def ratio(p: np.ndarray) -> float:
+        return 1.0 - whole * float((~p).sum())
+
+    def error(p: np.ndarray) -> float:
+        return float(sum(costs(b, p) for b in range(len(share))))
+
+    if config.budget is not None:
+        patterns = [p for p in patterns if error(p) <= config.budget] or patterns[:1]
+    if config.flops_ratio is None:
+        preferred = patterns[::-1]  # the cheapest within the budget
+    else:
+        target = config.flops_ratio
+        landing = [p for p in patterns if abs(ratio(p) - target) <= RATIO_TOLERANCE]
+        above = [p for p in patterns if ratio(p) - target > RATIO_TOLERANCE]
+        preferred = sorted(landing, key=lambda p: abs(ratio(p) - target)) + above[::-1]
+    for p in preferred:
+        if np.isfinite(error(p)):  # gaps the profile measured
+            return p
+    return np.ones(steps, dtype=bool)
+
+
 def plan_cache(
     profile: Profile, config: PlannerConfig, steps: int | None = None, sigmas: list[float] | None = None
 ) -> CachePlan:
@@ -253,13 +304,20 @@ def plan_cache(
         computed[deep, t] = True
         return added / share[deep].sum()
 
+    landed = False  # scope=drift: its step pattern met the target, nothing left to the greedy
+    if config.scope == "drift":
+        pattern = _drift_start(profile, config, costs, share, steps, sigmas, first)
+        computed[:, ~pattern] = False
+        current = np.array([costs(b, computed[b]) for b in range(blocks)])
+        ratio, error = 1.0 - share.sum() * float((~pattern).sum()), float(current.sum())
+        landed = config.flops_ratio is None or ratio <= config.flops_ratio + RATIO_TOLERANCE
     if deep is None:
         table = np.stack([pair_scores(b) for b in range(blocks)])
     else:
         if not deep:
             raise ValueError(f"a whole-step plan past {config.front} front blocks serves no block")
         table = np.array([[step_score(t) if t >= first else np.inf for t in range(steps)]])
-    while config.flops_ratio is None or ratio > config.flops_ratio + 1e-9:
+    while not landed and (config.flops_ratio is None or ratio > config.flops_ratio + 1e-9):
         row, t = np.unravel_index(np.argmin(table), table.shape)
         if not np.isfinite(table[row, t]):
             break  # nothing more can be served within the longest gap

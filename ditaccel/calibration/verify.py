@@ -48,11 +48,16 @@ from .sensitivity import SENSITIVITY_PROMPTS, step_sensitivity
 # at 0.7, 0.5, 0.4 and 0.3 and per-block plans at 0.6, 0.45 and 0.35 (with the previous shipped
 # profile); squared weights (power 2) won no target at 28 steps. Uniform weights are the fallback where no sensitivity was measured.)
 WHOLE_STEPS: dict[str, Any] = {"weighting": "measured", "scope": "step", "front": 0, "protect": 0.1}
+# adaptive-cache's rule run on the profile's drift (28 steps, bench prompts, against the kinds above
+# as verified before it: +8.3 dB at 0.7, +2.2 to +3.7 at 0.6-0.45, -0.7 at 0.4; 50 steps: +4 to +7
+# at 0.7-0.5, -1.9 at 0.4)
+DRIFT: dict[str, Any] = {"weighting": "measured", "scope": "drift"}
 GENERATORS: tuple[dict[str, Any], ...] = (
     {"weighting": "measured"},
     {"weighting": "measured", "max_gap": 4},
     {"weighting": "measured", "protect": 0.1},
     WHOLE_STEPS,
+    DRIFT,
 )
 FALLBACK: dict[str, Any] = {"weighting": "uniform"}
 VERIFY_PROMPTS = 8  # 4 chose plans that lost on other prompts at 14 steps (per-prompt PSNR spreads +-3 dB)
@@ -74,6 +79,7 @@ OTHER_GRID_GENERATORS: tuple[dict[str, Any], ...] = (
     {"weighting": "measured", "power": 2.0, "max_gap": 4},
     {"weighting": "measured", "protect": 0.1},
     WHOLE_STEPS,
+    DRIFT,
 )
 OTHER_GRID_ORDERS = (0, 1)
 

@@ -39,7 +39,7 @@ from .taylor import TaylorSeries
 
 _KEY = "calibrated-cache"
 # taken from the verified plan nearest the target (weighting and power unless the call names one)
-_GENERATOR_FIELDS = ("scope", "protect", "front", "max_gap", "weighting", "power")
+_GENERATOR_FIELDS = ("scope", "protect", "front", "max_gap", "weighting", "power", "ramp")
 
 
 @dataclasses.dataclass(frozen=True)
