@@ -358,6 +358,7 @@ def test_drift_plans_are_whole_steps_of_the_rule_and_land_on_their_target():
     profile = _profile(steps=20, blocks=4, gap=8)
     rng = np.random.default_rng(0)
     change = 0.05 + 0.2 * np.exp(-np.arange(20) / 4.0)  # fast early, slow late, as measured ones
+    change[0] = 0.0  # as profiled: step 0 has no previous step
     profile.block_change = [[float(c * (1 + 0.1 * rng.random())) for _ in range(4)] for c in change]
     for target in (0.7, 0.5, 0.4):
         plan = plan_cache(profile, PlannerConfig(flops_ratio=target, scope="drift", max_gap=3))
@@ -376,6 +377,12 @@ def test_drift_plans_are_whole_steps_of_the_rule_and_land_on_their_target():
         plan = plan_cache(profile, PlannerConfig(flops_ratio=target, scope="drift"), 10, coarse)
         assert abs(plan.flops_ratio - target) <= RATIO_TOLERANCE, (target, plan.flops_ratio)
         assert any(0 < len(r) < 4 for r in plan.reuse)  # some step only partly served
+    # on a grid twice as fine, each step drifts half a profiled step's change; the profile's step 0
+    # has no change (no previous step), which must not be read as a slow start
+    fine = list(np.linspace(1.0, 0.0, 41))
+    mean = np.asarray(profile.block_change).mean(axis=1)
+    drift = call_drift(profile, 40, fine)
+    assert drift[1] == pytest.approx(mean[1] / 2) and drift[4] == pytest.approx(mean[2] / 2)
     with pytest.raises(ValueError, match="ramp"):
         PlannerConfig(scope="drift", ramp=-1.0)
 

@@ -31,7 +31,8 @@ def call_drift(profile: Profile, steps: int, sigmas: list[float] | None = None) 
     mean = np.asarray(profile.block_change, dtype=np.float64).mean(axis=1)
     positions = ErrorModel.positions_of(profile, steps, sigmas)
     lengths = np.diff(positions, prepend=positions[0])  # in profiled steps; 0 for the first
-    return np.interp(positions, np.arange(profile.steps), mean) * lengths
+    # the profile's step 0 has no previous step (its change is 0, not small): read from step 1 on
+    return np.interp(positions, np.arange(1, profile.steps), mean[1:]) * lengths
 
 
 def drift_pattern(

@@ -43,14 +43,13 @@ from .sensitivity import SENSITIVITY_PROMPTS, step_sensitivity
 # (measured on shapes-flux, 28 steps: weighting steps by their measured sensitivity is worth +5 dB
 # at flops_ratio 0.5 on the bench prompts and on held-out ones, where uniform weights vary by
 # +-3 dB between prompt sets (a plan can win on the calibration prompts and lose on others); which
-# gap cap and protected share win depends on the target, so those are what is verified. Skipping
-# whole steps (every block, the first 10% of steps protected) measured best on the bench prompts
-# at 0.7, 0.5, 0.4 and 0.3 and per-block plans at 0.6, 0.45 and 0.35 (with the previous shipped
-# profile); squared weights (power 2) won no target at 28 steps. Uniform weights are the fallback where no sensitivity was measured.)
+# gap cap and protected share win depends on the target, so those are what is verified; squared
+# weights (power 2) won no target at 28 steps. Uniform weights are the fallback where no
+# sensitivity was measured.)
 WHOLE_STEPS: dict[str, Any] = {"weighting": "measured", "scope": "step", "front": 0, "protect": 0.1}
-# adaptive-cache's rule run on the profile's drift (28 steps, bench prompts, against the kinds above
-# as verified before it: +8.3 dB at 0.7, +2.2 to +3.7 at 0.6-0.45, -0.7 at 0.4; 50 steps: +4 to +7
-# at 0.7-0.5, -1.9 at 0.4)
+# adaptive-cache's rule run ahead on the profile's drift; kept at every 28-step target on shapes-flux
+# (bench prompts, against the plans verified without it: +8.4 dB at 0.7, +2.2 to +3.7 at 0.6-0.45,
+# -0.7 at 0.4, +0.6 to +1.2 at 0.35 and 0.3)
 DRIFT: dict[str, Any] = {"weighting": "measured", "scope": "drift"}
 GENERATORS: tuple[dict[str, Any], ...] = (
     {"weighting": "measured"},
