@@ -5,7 +5,8 @@ ratio) against the best peer within +-0.03 of each row's FLOPs ratio, and adapti
 against every peer's front (the upper envelope of its rows, linearly interpolated) at their ratio;
 calibrated-cache's rows also against adaptive-cache's front. Each comparison also gets a 90%
 bootstrap interval over the run's inputs (paired: the same inputs for both sides; runs whose JSON
-has per-input errors), which says whether 8 prompts can tell the two apart.
+has per-input errors), which says whether 8 prompts can tell the two apart (given which rows make
+the front: they are not re-chosen per resample).
 Writes ``docs/caches_v2/report.json`` and prints the tables in Markdown.
 
 Usage: python benchmarks/caches_v2_report.py [docs/caches_v2]
@@ -68,7 +69,7 @@ def _rounded(pair: tuple[float, float] | None) -> list[float] | None:
 
 def difference(a: dict, b: dict) -> list[float] | None:
     """90% interval of row ``a``'s PSNR minus row ``b``'s over the inputs (None without per-input errors)."""
-    if a.get("mse_per_input") is None or b.get("mse_per_input") is None:
+    if a.get("mse_per_input") is None or b.get("mse_per_input") is None or len(a["mse_per_input"]) < 2:
         return None
     return _rounded(psnr_difference(a["mse_per_input"], b["mse_per_input"]))
 
@@ -77,6 +78,8 @@ def front_gap(row: dict, rows: list[dict]) -> list[float] | None:
     """90% interval of ``row``'s PSNR minus the front of ``rows`` at its ratio."""
     found = front_points(rows, row["flops_ratio"])
     if found is None or any(r.get("mse_per_input") is None for r in (row, found[0], found[1])):
+        return None
+    if len(row["mse_per_input"]) < 2:  # one input: nothing to resample
         return None
     lower, upper, weight = found
     return _rounded(

@@ -383,6 +383,20 @@ def test_drift_plans_are_whole_steps_of_the_rule_and_land_on_their_target():
     mean = np.asarray(profile.block_change).mean(axis=1)
     drift = call_drift(profile, 40, fine)
     assert drift[1] == pytest.approx(mean[1] / 2) and drift[4] == pytest.approx(mean[2] / 2)
+    # a drift plan is repaired by whole steps, as a whole-step plan is
+    cheap = plan_cache(profile, PlannerConfig(flops_ratio=0.4, scope="drift", max_gap=3))
+    dear = recompute_to(profile, cheap, 0.6)
+    assert all(len(step) in (0, 4) for step in dear.reuse) and cheap.flops_ratio < dear.flops_ratio
+    # an error budget alone: the pattern, then pairs, up to the budget and never past it
+    for budget in (0.0, 2.0, 10.0):
+        plan = plan_cache(profile, PlannerConfig(flops_ratio=None, budget=budget, scope="drift"))
+        assert plan.predicted_error <= budget + 1e-9
+    assert plan.flops_ratio < 1.0
+    # no drift at all: the rule's one pattern serves every step it may, past a small budget; the
+    # plan starts from computing everything instead and pairs spend the budget
+    still = _profile(steps=20, blocks=4, gap=8)
+    plan = plan_cache(still, PlannerConfig(flops_ratio=None, budget=0.5, scope="drift"))
+    assert 0 < plan.predicted_error <= 0.5 and any(0 < len(step) < 4 for step in plan.reuse)
     with pytest.raises(ValueError, match="ramp"):
         PlannerConfig(scope="drift", ramp=-1.0)
 

@@ -49,8 +49,8 @@ class PlannerConfig:
     ``scope``: the greedy serves (block, step) pairs, or whole steps past the first ``front`` blocks
     (finishing in pairs where whole steps cannot land within :data:`RATIO_TOLERANCE` of the target);
     ``drift``: whole steps where ``adaptive-cache``'s rate rule, run on the profile's measured
-    change with its threshold growing ``ramp`` times over the schedule, serves them (``max_gap``
-    default :data:`DRIFT_MAX_GAP`). ``protect``: the share of the first steps always computed."""
+    change with its threshold growing ``ramp`` times over the schedule, serves them (its most
+    steps served in a row: ``max_gap``, default :data:`DRIFT_MAX_GAP`). ``protect``: the share of the first steps always computed."""
 
     flops_ratio: float | None = 0.5
     budget: float | None = None
@@ -236,9 +236,10 @@ def _drift_start(
     first: int,
 ) -> np.ndarray:
     """The drift rule's step pattern (True: computed) for ``config``: of the patterns within the
-    predicted-error ``budget`` (all when none), the one nearest the ``flops_ratio`` target within
-    :data:`RATIO_TOLERANCE` (the cheapest without a target); where none lands there, the cheapest
-    one still at or above the target, for the greedy to finish in (block, step) pairs."""
+    predicted-error ``budget`` (computing every step when none is), the one nearest the
+    ``flops_ratio`` target within :data:`RATIO_TOLERANCE` (the cheapest without a target); where
+    none lands there, the cheapest one still above it, for the greedy to finish in (block, step)
+    pairs."""
     gap = min(config.max_gap or DRIFT_MAX_GAP, costs.gap)
     patterns = drift_patterns(call_drift(profile, steps, sigmas), config.ramp, gap, first)
     whole = share.sum()
@@ -250,7 +251,7 @@ def _drift_start(
         return float(sum(costs(b, p) for b in range(len(share))))
 
     if config.budget is not None:
-        patterns = [p for p in patterns if error(p) <= config.budget] or patterns[:1]
+        patterns = [p for p in patterns if error(p) <= config.budget] or [np.ones(steps, dtype=bool)]
     if config.flops_ratio is None:
         preferred = patterns[::-1]  # the cheapest within the budget
     else:
@@ -310,7 +311,8 @@ def plan_cache(
         computed[:, ~pattern] = False
         current = np.array([costs(b, computed[b]) for b in range(blocks)])
         ratio, error = 1.0 - share.sum() * float((~pattern).sum()), float(current.sum())
-        landed = config.flops_ratio is None or ratio <= config.flops_ratio + RATIO_TOLERANCE
+        # a budget alone: pairs spend what the pattern left of it
+        landed = config.flops_ratio is not None and ratio <= config.flops_ratio + RATIO_TOLERANCE
     if deep is None:
         table = np.stack([pair_scores(b) for b in range(blocks)])
     else:

@@ -127,7 +127,7 @@ def recompute_to(
     until its FLOPs ratio reaches ``target`` (or the next unit would pass it by more than
     :data:`RATIO_TOLERANCE`) (``sigmas``: the noise levels of the plan's grid when
     it is not the profile's). The units are the plan's own: (block, step) pairs, or whole steps for
-    a whole-step plan (computing some blocks of a skipped step again measured worse than the
+    a whole-step or drift plan (computing some blocks of a skipped step again measured worse than the
     skip)."""
     steps = plan.steps
     model = ErrorModel(profile, steps, sigmas)
@@ -140,7 +140,7 @@ def recompute_to(
     for t, served in enumerate(plan.reuse):
         computed[served, t] = False
     current = np.array([costs(b, computed[b]) for b in range(blocks)])
-    whole_steps = plan.generator.get("scope") == "step"
+    whole_steps = plan.generator.get("scope") in ("step", "drift")
 
     def units() -> list[tuple[list[int], int]]:
         if whole_steps:
