@@ -418,3 +418,44 @@ def test_calibrated_cache_makes_the_stored_drift_kind_on_another_grid(make_pipe,
     reused = {(r.step, n) for r in acc.stats.records for n in r.reused}
     assert reused == {(t, profile.blocks[b]) for t, step in enumerate(plan.reuse) for b in step}
     acc.remove()
+
+
+def test_drift_rule_decides_as_adaptive_cache_does_on_the_same_drift():
+    """adaptive-cache's own policy (rate mode), fed residuals whose relative L1 change over any gap
+    is the sum of the per-step drifts, computes exactly the steps drift_pattern says."""
+    from types import SimpleNamespace
+
+    from ditaccel.calibration.drift_schedule import drift_pattern
+    from ditaccel.methods.adaptive_cache import AdaptiveCacheConfig, _AdaptivePolicy
+
+    class Context:  # the parts of DenoiseContext the policy reads
+        def __init__(self) -> None:
+            self.states, self.current = {}, None
+            self.cfg = SimpleNamespace(batched=[])
+            self.adapter = SimpleNamespace(denoisers=lambda: [torch.nn.Linear(1, 1)])
+
+        def state(self, owner, factory, shared=False, by_rows=False):
+            return self.states.setdefault(owner, factory())
+
+    steps = 24
+    drift = np.array([0.0] + [1 / 8] * 5 + [1 / 32] * 12 + [1 / 16] * 6)  # dyadic: exact in float32
+    totals = np.cumsum(drift)
+    for threshold, ramp, max_reuse, warmup in [(0.2, 0.0, 3, 1), (0.1, 3.0, 3, 1), (0.07, 1.0, 5, 3)]:
+        config = AdaptiveCacheConfig(
+            threshold=threshold, ramp=ramp, max_reuse=max_reuse, warmup=warmup, order=0
+        )
+        context = Context()
+        policy = _AdaptivePolicy(context, config, "adaptive-cache")
+        computed = []
+        for t in range(steps):
+            # mean |r| stays 1 and mean |r_b - r_a| is the drift between them
+            residual = torch.tensor([[1.0 + totals[t], 1.0 - totals[t]]])
+            info = SimpleNamespace(step=t, total=steps, denoiser=0)
+            context.current = info
+            served = policy.enter(info, torch.zeros(1, 2), None) is not None
+            if not served:
+                policy.computed(info, residual, None)
+            computed.append(not served)
+        expected = drift_pattern(drift, threshold, ramp, max_reuse, first=warmup)
+        assert computed == expected.tolist(), (threshold, ramp, max_reuse, warmup)
+        assert 0 < sum(computed) < steps  # the case serves and computes
