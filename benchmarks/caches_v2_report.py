@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ditaccel.metrics.intervals import front_difference, psnr_difference
+from ditaccel.metrics.intervals import PSNR_CAP, front_difference, psnr_difference
 
 PEERS = ("peer-magcache", "peer-fbcache", "peer-taylorseer", "peer-dbcache")
 MATCH = 0.03
@@ -99,7 +99,7 @@ def report(path: Path) -> dict:
         rows += [r for r in json.loads(extra.read_text())["results"] if r["method"] != "none"]
     for r in rows:
         if r["psnr_db"] is not None and not np.isfinite(r["psnr_db"]):
-            r["psnr_db"] = 99.0  # exact (no error at all): drawn at the top
+            r["psnr_db"] = PSNR_CAP  # exact (no error at all): drawn at the top
     peers = {p: [r for r in rows if family(r["method"]) == p] for p in PEERS}
     calibrated = sorted((r for r in rows if family(r["method"]) == "calibrated-cache"),
                         key=lambda r: -r["config"]["flops_ratio"])  # fmt: skip

@@ -313,7 +313,9 @@ def plan_cache(
         ratio, error = 1.0 - share.sum() * float((~pattern).sum()), float(current.sum())
         # a budget alone: pairs spend what the pattern left of it
         landed = config.flops_ratio is not None and ratio <= config.flops_ratio + RATIO_TOLERANCE
-    if deep is None:
+    if landed:
+        table = None  # nothing left for the greedy to choose
+    elif deep is None:
         table = np.stack([pair_scores(b) for b in range(blocks)])
     else:
         if not deep:

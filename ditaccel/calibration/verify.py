@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..metrics.image import PSNR_CAP
 from .error_model import ErrorModel, call_sigmas
 from .plan_runner import PlanRunner
 from .planner import (
@@ -60,7 +61,6 @@ GENERATORS: tuple[dict[str, Any], ...] = (
 )
 FALLBACK: dict[str, Any] = {"weighting": "uniform"}
 VERIFY_PROMPTS = 8  # 4 chose plans that lost on other prompts at 14 steps (per-prompt PSNR spreads +-3 dB)
-PSNR_CAP = 99.0  # an exact plan's infinite PSNR, as the bench report writes it
 
 
 def generators(profile: Profile) -> tuple[dict[str, Any], ...]:

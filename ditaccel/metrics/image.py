@@ -13,6 +13,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 SSIM_MIN_SIDE = 7  # skimage's default SSIM window
+PSNR_CAP = 99.0  # an exact result's infinite PSNR, as reports and comparisons write it
 
 
 def as_float_images(x: Any) -> np.ndarray:
