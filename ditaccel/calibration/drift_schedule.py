@@ -5,7 +5,8 @@ drift rate times the steps since the last compute stays below a threshold that r
 schedule, and computes again after at most ``max_gap`` served steps. On shapes-flux what it
 computes hardly depends on the prompt (28 steps, threshold 0.05, the 8 calibration prompts: 15 or
 16 computed steps each, the first 7-9 all computed, then every second or third step, half of the
-prompts in one identical pattern and the others shifted by a step), so the rule can be run on the
+prompts in one identical pattern and the others shifted by a step;
+``benchmarks/adaptive_patterns.py``), so the rule can be run on the
 profile's mean per-step change of the blocks' residuals (``block_change``) instead of on the
 call, with the threshold searched for the step pattern that lands on a FLOPs target. The drift over a gap is taken as the sum of the
 per-step changes in it (consecutive changes of a smooth trajectory point the same way); off the
