@@ -1,5 +1,6 @@
 """ditaccel: training-free acceleration for diffusers Diffusion Transformer pipelines."""
 
+from . import quiet as _quiet  # noqa: F401  (first: drops one transformers message before diffusers loads)
 from .methods import MethodConfig, available_methods, parse_spec, register_method
 from .pipelines import GenerationRequest, adapter_for, supported_pipelines
 from .pipelines.accelerated import AcceleratedPipeline, ModelNotFoundError, load_pipeline
