@@ -5,7 +5,7 @@ shapes-flux t2i, 28 steps, the 8 calibration prompts (the profiled ones), ``adap
 few thresholds; per prompt the computed steps (``C``) and served ones (``.``), their count, and
 how many prompts share the most common pattern. Writes a JSON.
 
-    python benchmarks/adaptive_patterns.py --json docs/caches_v2/adaptive_patterns.json
+    python benchmarks/adaptive_patterns.py --json docs/results/caches_v2/adaptive_patterns.json
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ attention over fresh keys. Writes the per-layer, per-step mean error and the per
 the cached part between refreshes as JSON, and a figure.
 
     python benchmarks/block_external_error.py --methods block-external:refresh=4 \\
-        block-external:refresh=4,mode=kv --json docs/block_external_error.json --plot docs/block_external_error.png
+        block-external:refresh=4,mode=kv --json docs/results/block_external_error.json --plot docs/results/block_external_error.png
 """
 
 from __future__ import annotations

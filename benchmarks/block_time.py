@@ -8,7 +8,7 @@ policy is measured in its own process (OpenMP reads the variable once); median o
 warm-up, per row count, the least of three rounds over all row counts (other load on a small machine
 only ever adds time).
 
-    python benchmarks/block_time.py --json docs/block_time.json
+    python benchmarks/block_time.py --json docs/results/block_time.json
 """
 
 from __future__ import annotations

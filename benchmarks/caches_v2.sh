@@ -6,12 +6,12 @@
 #   with the 28-step profile.
 # peer-magcache gates on the magnitude ratios `ditaccel calibrate` measured on shapes-flux (the
 # shipped profile); peer-dbcache is cache-dit's DBCache F1B0 + TaylorSeer (pip install "ditaccel[peers]").
-# Writes docs/caches_v2/{t2i28,heldout28,t2i14,t2i50}.{json,png} (and *_dbcache.json: cache-dit
+# Writes docs/results/caches_v2/{t2i28,heldout28,t2i14,t2i50}.{json,png} (and *_dbcache.json: cache-dit
 # runs in its own bench process); benchmarks/caches_v2_report.py compares the fronts at matched cost.
 # Usage: bash benchmarks/caches_v2.sh [--runs 3] [which ...]
 set -euo pipefail
 export HF_HUB_OFFLINE=1
-mkdir -p docs/caches_v2
+mkdir -p docs/results/caches_v2
 runs=(--runs 1)
 if [[ "${1:-}" == "--runs" ]]; then runs=(--runs "$2"); shift 2; fi
 which=("${@:-t2i28 heldout28 t2i14 t2i50}")
@@ -39,13 +39,13 @@ for name in ${which[*]}; do
   args=()
   while IFS= read -r spec; do args+=(--methods "$spec"); done < <(specs_for "$steps")
   ditaccel bench --model shapes-flux --task t2i --steps "$steps" "${extra[@]}" "${runs[@]}" "${args[@]}" \
-    --json "docs/caches_v2/$name.json" --plot "docs/caches_v2/$name.png"
+    --json "docs/results/caches_v2/$name.json" --plot "docs/results/caches_v2/$name.png"
   # cache-dit in a process of its own: after its enable / disable_cache, diffusers' FBCache on the
   # same transformer fails (head-block state missing), so it cannot share a bench run with the peers
   if python -c "import cache_dit" 2>/dev/null; then
     args=()
     while IFS= read -r spec; do args+=(--methods "$spec"); done < <(dbcache_specs)
     ditaccel bench --model shapes-flux --task t2i --steps "$steps" "${extra[@]}" "${runs[@]}" "${args[@]}" \
-      --json "docs/caches_v2/${name}_dbcache.json"
+      --json "docs/results/caches_v2/${name}_dbcache.json"
   fi
 done

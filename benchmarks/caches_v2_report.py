@@ -7,9 +7,9 @@ calibrated-cache's rows also against adaptive-cache's front. Each comparison als
 bootstrap interval over the run's inputs (paired: the same inputs for both sides; runs whose JSON
 has per-input errors), which says whether 8 prompts can tell the two apart (given which rows make
 the front: they are not re-chosen per resample).
-Writes ``docs/caches_v2/report.json`` and prints the tables in Markdown.
+Writes ``docs/results/caches_v2/report.json`` and prints the tables in Markdown.
 
-Usage: python benchmarks/caches_v2_report.py [docs/caches_v2]
+Usage: python benchmarks/caches_v2_report.py [docs/results/caches_v2]
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/caches_v2")
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/caches_v2")
     runs = [  # bench runs (plan_ratios.json and the report itself are not)
         p
         for p in sorted(folder.glob("*.json"))

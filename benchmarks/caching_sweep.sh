@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The caching sweep of the README and of issue 4: deepcache, adaptive-cache and diffusers' own caches
 # on shapes-flux, t2i, 28 steps, 128x128, the default prompt set, in one bench run (same prompts,
-# seeds and interleaved timing for every method). Writes docs/caching_sweep.{json,png}.
+# seeds and interleaved timing for every method). Writes docs/results/caching_sweep.{json,png}.
 # Usage: bash benchmarks/caching_sweep.sh [--runs 3]
 set -euo pipefail
 export HF_HUB_OFFLINE=1
@@ -21,4 +21,4 @@ specs=(
 args=()
 for spec in "${specs[@]}"; do args+=(--methods "$spec"); done
 ditaccel bench --model shapes-flux --task t2i --steps 28 "${args[@]}" "$@" \
-  --json docs/caching_sweep.json --plot docs/caching_sweep.png
+  --json docs/results/caching_sweep.json --plot docs/results/caching_sweep.png

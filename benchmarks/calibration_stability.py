@@ -5,7 +5,7 @@ and reports the Pearson correlation of the two step x block change matrices (ste
 no previous step, left out), of the two reuse-error tensors, and the predicted error that each
 profile gives the other profile's plans. Writes a JSON.
 
-Usage: python benchmarks/calibration_stability.py --model shapes-flux --prompts 8 --out docs/calibration/stability.json
+Usage: python benchmarks/calibration_stability.py --model shapes-flux --prompts 8 --out docs/results/calibration/stability.json
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--task", default="t2i")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--steps", type=int, default=28)
-    parser.add_argument("--out", type=Path, default=Path("docs/calibration/stability.json"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/calibration/stability.json"))
     args = parser.parse_args()
     entry = embedded.get(args.model)
     plain = load_pipeline(args.model, pipeline_class=entry.pipeline_for(args.task))

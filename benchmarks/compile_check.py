@@ -8,7 +8,7 @@ reasons of the breaks; the output is compared with the eager wrapped pipeline's.
 eager`` (the default) traces with Dynamo only, which is what breaks and recompiles depend on;
 ``inductor`` also compiles (slow on a CPU).
 
-    python benchmarks/compile_check.py --json docs/compile_check.json
+    python benchmarks/compile_check.py --json docs/results/compile_check.json
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ cases' kept sets at the same step (high: the kept set is positional; low: it fol
 The figure shows the kept tokens over four source images, and the overlaps over the steps.
 
     python benchmarks/context_prune_kept.py --methods context-prune:keep=0.25 \\
-        --json docs/context_prune_kept.json --plot docs/context_prune_kept.png
+        --json docs/results/context_prune_kept.json --plot docs/results/context_prune_kept.png
 """
 
 from __future__ import annotations

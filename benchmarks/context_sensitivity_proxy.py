@@ -6,8 +6,8 @@ the proxy (``context_steps`` sampled steps of the unchanged trajectory, the forw
 layer with the reference dropped there, change of that forward's output). Reports both, their
 Pearson and Spearman correlations, whether they rank the same layer first, and the time each took.
 
-    python benchmarks/context_sensitivity_proxy.py --json docs/context_sensitivity_proxy.json \\
-        --plot docs/context_sensitivity_proxy.png
+    python benchmarks/context_sensitivity_proxy.py --json docs/results/context_sensitivity_proxy.json \\
+        --plot docs/results/context_sensitivity_proxy.png
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Needs a diffusers checkout (its ``tests/`` folder; ``fetch`` one) and ``paramete
 ``requests_mock`` (its tests import them):
 
     python benchmarks/diffusers_pipeline_tests.py --diffusers /path/to/diffusers \\
-        --json docs/diffusers_pipeline_tests.json
+        --json docs/results/diffusers_pipeline_tests.json
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 step counts, resolutions and batch sizes (as ``tests/test_reliability.py`` makes them), RSS read
 after every call, and each method's peak cache bytes (``pipe.stats``). Writes a JSON and a figure.
 
-    python benchmarks/long_run_memory.py --json docs/long_run_memory.json --plot docs/long_run_memory.png
+    python benchmarks/long_run_memory.py --json docs/results/long_run_memory.json --plot docs/results/long_run_memory.png
 """
 
 from __future__ import annotations

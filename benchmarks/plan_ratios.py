@@ -3,7 +3,7 @@
 For the shipped shapes-flux profile (28 steps), one call per step count and target: the FLOPs
 ratio of the plan the call ran, and whether it was a verified plan. Writes a JSON.
 
-    python benchmarks/plan_ratios.py --json docs/caches_v2/plan_ratios.json
+    python benchmarks/plan_ratios.py --json docs/results/caches_v2/plan_ratios.json
 """
 
 from __future__ import annotations

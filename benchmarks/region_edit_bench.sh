@@ -4,7 +4,7 @@
 # estimate) and mask edits with the cases' masks, at RegionE's schedule and with one final full step
 # and longer velocity reuse; mask edits without the estimate's tokens and composited; the velocity
 # cache off; and the best step caches of this project at a similar cost.
-# Writes docs/region_edit.{json,png}.
+# Writes docs/results/region_edit.{json,png}.
 # Usage: bash benchmarks/region_edit_bench.sh [--runs 3]
 set -euo pipefail
 export HF_HUB_OFFLINE=1
@@ -18,4 +18,4 @@ ditaccel bench --model shapes-flux --task edit --steps 28 --height 128 --width 1
   --methods region-edit:source=estimate,velocity_tolerance=0 \
   --methods adaptive-cache:threshold=0.1 \
   --methods calibrated-cache:flops_ratio=0.4 \
-  "$@" --json docs/region_edit.json --plot docs/region_edit.png
+  "$@" --json docs/results/region_edit.json --plot docs/results/region_edit.png

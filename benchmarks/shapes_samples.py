@@ -1,7 +1,7 @@
 """Sample sheet of shapes-flux: the default prompts (with the checker's verdict) and edits.
 
 Writes one PNG: a row of text-to-image samples for the first bench prompts, then rows of
-edit cases (source | output). Usage: python benchmarks/shapes_samples.py --out docs/shapes_flux_samples.png
+edit cases (source | output). Usage: python benchmarks/shapes_samples.py --out docs/results/shapes_flux_samples.png
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _run(task: str, count: int, steps: int) -> list[tuple[Image.Image | None, Im
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/shapes_flux_samples.png"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/shapes_flux_samples.png"))
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--steps", type=int, default=28)
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 eager one computes, on the first call and the next. Traced with Dynamo only (``backend="eager"``):
 graph breaks, guards and recompiles depend on the tracing, not on the code generator, and tracing
 keeps the suite fast; ``benchmarks/compile_check.py`` counts breaks and recompiles per method
-(``docs/compile_check.json``) and ``benchmarks/gpu_check.py`` times inductor on a GPU."""
+(``docs/results/compile_check.json``) and ``benchmarks/gpu_check.py`` times inductor on a GPU."""
 
 import numpy as np
 import pytest
