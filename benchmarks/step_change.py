@@ -5,7 +5,7 @@ output (the velocity / noise prediction) between consecutive steps, ``mean|o_t -
 mean|o_t-1|``, averaged over prompts. A trained model changes slowly mid-schedule (the redundancy
 caching exploits); a random one does not. Prints a table and writes a JSON and a PNG plot.
 
-Usage: python benchmarks/step_change.py --models shapes-flux tiny-random-flux --steps 28 --out runs/step_change
+Usage: python benchmarks/step_change.py --models shapes-flux tiny-random-flux --steps 28 --out docs/results/step_change
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["shapes-flux", "tiny-random-flux"])
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=Path("runs/step_change"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/step_change"))
     args = parser.parse_args()
     curves = {m: output_change(m, args.steps, args.prompts) for m in args.models}
     print("step " + " ".join(f"{m:>18}" for m in curves))

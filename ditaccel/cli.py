@@ -367,5 +367,8 @@ def _dtype(name: str):
     return value
 
 
+# The click command the Typer app builds: the docs' CLI reference (mkdocs-click) is generated from it.
+click_command = typer.main.get_command(app)
+
 if __name__ == "__main__":
     app()
