@@ -24,8 +24,8 @@ differently.
 - ``headers``: column titles, ``|``-separated (default: the keys).
 - ``rows``: dotted path to the rows in the file (default ``results``, else ``rows``); a mapping of
   rows becomes rows with its keys under ``name``.
-- ``only``: space-separated method specs: those rows (matched on ``method``, else ``name``), in
-  that order; a spec not found is an error.
+- ``only``: space-separated method specs: those rows (matched on ``method``, else ``name``; the
+  first file's where several hold one), in that order; a spec not found is an error.
 - ``where``: ``key=value``: the rows whose value at ``key`` prints as ``value``.
 
 ``value`` arguments: ``file``, ``key`` (dotted path), ``row`` (a method spec: read ``key`` in that
@@ -159,7 +159,9 @@ def render_table(arguments: dict[str, str], root: Path, link: Link) -> str:
         data = load(root, name)
         rows.extend((name, data, row) for row in _rows(data, arguments.get("rows")))
     if "only" in arguments:
-        by_name = {_row_name(item[2]): item for item in rows}
+        by_name: dict[object, tuple[str, dict, dict]] = {}
+        for item in rows:  # a method in several files: the first file's row
+            by_name.setdefault(_row_name(item[2]), item)
         wanted = arguments["only"].split()
         unknown = [spec for spec in wanted if spec not in by_name]
         if unknown:
