@@ -176,7 +176,10 @@ def render_table(arguments: dict[str, str], root: Path, link: Link) -> str:
         raise DirectiveError(f"{len(headers)} headers for {len(columns)} columns")
     cells = [[_format_cell(item, key, spec, link) for key, spec in columns] for item in rows]
     numeric = [
-        all(isinstance(_cell(item, key, link), (int, float)) or _cell(item, key, link) is None for item in rows)
+        all(
+            isinstance(_cell(item, key, link), (int, float)) or _cell(item, key, link) is None
+            for item in rows
+        )
         and key not in CODE_KEYS
         for key, _ in columns
     ]
