@@ -82,3 +82,94 @@ def test_training_can_take_the_vae_of_a_saved_pipeline(tmp_path):
     before = FluxPipeline.from_pretrained(first).vae.state_dict()
     after = FluxPipeline.from_pretrained(second).vae.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _weights(folder):
+    return FluxPipeline.from_pretrained(folder).transformer.state_dict()
+
+
+def test_a_resumed_run_is_the_uninterrupted_run(tmp_path):
+    """Stopped after 2 of 4 steps and resumed from its state folder, a run ends with the same weights,
+    bit for bit, as the run that never stopped (weights, EMA, optimiser moments, both random streams)."""
+    whole = train(replace(TrainConfig.smoke(tmp_path / "whole"), steps=4, state=tmp_path / "whole-state"))
+    cut = replace(TrainConfig.smoke(tmp_path / "cut"), steps=4, state=tmp_path / "cut-state")
+    train(replace(cut, stop_after=2))
+    progress = json.loads((tmp_path / "cut-state" / "progress.json").read_text())["progress"]
+    assert progress["step"] == 2
+    resumed = train(cut)
+    a, b = _weights(whole), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = json.loads((resumed / "training.json").read_text())
+    assert [leg["step"] for leg in log["denoiser"]["legs"]] == [0, 2] and log["denoiser"]["steps"] == 4
+    assert "vae" in log  # the stages before the denoiser are carried into the resumed run's record
+
+
+def test_resuming_with_other_settings_is_refused_unless_amended(tmp_path):
+    import pytest
+
+    cfg = replace(TrainConfig.smoke(tmp_path / "a"), steps=4, stop_after=2, state=tmp_path / "state")
+    train(cfg)
+    with pytest.raises(ValueError, match="lr"):
+        train(replace(cfg, lr=1e-4, stop_after=3))
+    train(replace(cfg, lr=1e-4, stop_after=3, amend=("lr",)))
+    progress = json.loads((tmp_path / "state" / "progress.json").read_text())["progress"]
+    assert progress["step"] == 3 and progress["legs"][-1]["amend"] == ["lr"]
+
+
+def test_parse_labels_name_background_and_objects_per_token():
+    from ditaccel import shapes
+    from ditaccel.models.train_shapes_flux import PARSE_CLASSES, parse_labels
+
+    scene = shapes.Scene((shapes.Shape("square", "blue", "large", "centre"),), "stripes")
+    labels = parse_labels(scene, 128).reshape(16, 16)
+    blue_square = (
+        len(shapes.BACKGROUNDS) + list(shapes.COLORS).index("blue") * 3 + shapes.KINDS.index("square")
+    )
+    assert labels[8, 8] == blue_square and labels[0, 0] == shapes.BACKGROUNDS.index("stripes")
+    assert (
+        labels.max() < PARSE_CLASSES and (labels == blue_square).sum() == 16
+    )  # 0.25 of the side: 4x4 tokens
+
+
+def test_edit_items_mark_the_tokens_the_edit_leaves_alone():
+    from ditaccel import shapes
+    from ditaccel.models import shapes_flux as arch
+    from ditaccel.models.train_shapes_flux import _token_share, build_buckets
+
+    pipe = arch.build_pipeline([*shapes.vocabulary(), ","])
+    cfg = replace(TrainConfig.smoke(None), buckets={"edit-64": 3, "t2i-64": 1}, parse_weight=0.1)
+    buckets = build_buckets(pipe, cfg, np.random.default_rng(5))
+    again = np.random.default_rng(5)
+    pairs = [shapes.sample_edit(again) for _ in range(3)]
+    expected = np.stack([1 - _token_share(shapes.edit_mask(p, 64), 64) for p in pairs])
+    assert np.allclose(buckets["edit-64"].keep.numpy(), expected)
+    assert buckets["t2i-64"].keep is None and buckets["edit-64"].labels.shape == (3, 64)
+
+
+def test_gpu_training_script_dry_run(tmp_path):
+    """benchmarks/train_gpu.sh at toy size on the CPU: it fine-tunes the shipped weights (the VAE
+    decoder first, encoder kept), writes the model, its state and a held-out evaluation, and a second
+    call resumes the state."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TRAIN_GPU_DRY": "1"}
+    for _ in range(2):
+        run = subprocess.run(["bash", "benchmarks/train_gpu.sh", str(tmp_path)], cwd=root, env=env,
+                             capture_output=True, text=True)  # fmt: skip
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "resumed from" in run.stdout
+    evaluation = json.loads((tmp_path / "eval.json").read_text())
+    assert {"t2i", "edit", "preserve_psnr_db", "background_ok"} <= set(evaluation)
+    shipped = FluxPipeline.from_pretrained(root / "ditaccel" / "models" / "shapes-flux").vae
+    tuned = FluxPipeline.from_pretrained(tmp_path / "model").vae
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(shipped.encoder.parameters(), tuned.encoder.parameters(), strict=True)
+    )
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(shipped.decoder.parameters(), tuned.decoder.parameters(), strict=True)
+    )
