@@ -183,3 +183,21 @@ def test_sparse_attention_joins_only_when_it_can_skip_a_block():
     assert not sparse_applies(64, 0.5)  # one block of 64: nothing to skip
     assert not sparse_applies(None, 0.5)
     assert sparse_applies(528, 0.5) and sparse_applies(4096, 0.25)
+
+
+def test_front_plot_draws_intervals_of_identical_images(tmp_path):
+    """An exact setting (infinite PSNR, its interval too) and a point estimate outside its own
+    percentile interval still plot (error bars are never negative)."""
+    from ditaccel.tuning.report import front_plot
+
+    rows = [
+        {"method": "a", "speedup": 1.2, "psnr_db": float("inf"), "inputs": 8, "on_front": True},
+        {"method": "b", "speedup": 2.1, "psnr_db": 40.0, "inputs": 8, "on_front": True},
+    ]
+    best = {**rows[0], "psnr_interval": [float("inf"), float("inf")], "speedup_interval": [1.25, 1.3]}
+    report = {
+        "model": "m", "task": "t2i", "steps": 4, "device": "cpu", "results": rows, "front": rows,
+        "recommended": best, "goal": Goal(target_speedup=1.1).to_dict(),
+        "rungs": [{"inputs": 3, "runs": 1, "measured": rows}, {"inputs": 8, "runs": 3, "measured": rows}],
+    }  # fmt: skip
+    assert front_plot(report, tmp_path / "front.png").stat().st_size > 0

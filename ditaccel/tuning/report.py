@@ -62,13 +62,13 @@ def front_plot(report: dict[str, Any], path: str | Path) -> Path:
     ax.plot(
         [best["speedup"]], [_y(best["psnr_db"])], "o", ms=14, mfc="none", mec="tab:red", label="recommended"
     )
+    x, y = best["speedup"], _y(best["psnr_db"])
     if best.get("psnr_interval"):
+        lo, hi = (_y(v) for v in best["psnr_interval"])
+        speed = best.get("speedup_interval")
         ax.errorbar(
-            [best["speedup"]], [_y(best["psnr_db"])], fmt="none", ecolor="tab:red",
-            yerr=[[_y(best["psnr_db"]) - best["psnr_interval"][0]], [best["psnr_interval"][1] - _y(best["psnr_db"])]],
-            xerr=None if not best.get("speedup_interval") else [
-                [best["speedup"] - best["speedup_interval"][0]], [best["speedup_interval"][1] - best["speedup"]]
-            ],
+            [x], [y], fmt="none", ecolor="tab:red", yerr=[[max(y - lo, 0.0)], [max(hi - y, 0.0)]],
+            xerr=None if not speed else [[max(x - speed[0], 0.0)], [max(speed[1] - x, 0.0)]],
         )  # fmt: skip
     goal = report["goal"]
     if goal["target_speedup"] is not None:
