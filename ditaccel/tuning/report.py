@@ -44,10 +44,12 @@ def front_plot(report: dict[str, Any], path: str | Path) -> Path:
             continue
         points = [(m["speedup"], _y(m["psnr_db"])) for m in rung["measured"]]
         if points:
-            ax.plot(*zip(*points, strict=True), ".", color="0.75", label=f"{rung['inputs']} inputs, 1 run")
+            ax.plot(
+                *zip(*points, strict=True), ".", color="0.75", label=f"{rung['inputs']} inputs, 1 timed run"
+            )
     ax.plot(
         [r["speedup"] for r in rows], [_y(r["psnr_db"]) for r in rows], "o", color="tab:blue",
-        label=f"{final_inputs} inputs, {report['rungs'][-1]['runs']} runs" if rows else None,
+        label=f"{final_inputs} inputs, {report['rungs'][-1]['runs']} timed run(s)" if rows else None,
     )  # fmt: skip
     front = sorted(report["front"], key=lambda r: r["speedup"])
     ax.plot(
