@@ -7,6 +7,15 @@ from .pipelines.accelerated import AcceleratedPipeline, ModelNotFoundError, load
 
 __version__ = "0.1.0"
 
+
+def tune(pipe, inputs, **kwargs):
+    """The best method setting for ``pipe`` on ``inputs``, measured on its device: see
+    :func:`ditaccel.tuning.run.tune` (imported on first use: it brings matplotlib)."""
+    from .tuning import tune as _tune
+
+    return _tune(pipe, inputs, **kwargs)
+
+
 __all__ = [
     "AcceleratedPipeline",
     "GenerationRequest",
@@ -18,4 +27,5 @@ __all__ = [
     "parse_spec",
     "register_method",
     "supported_pipelines",
+    "tune",
 ]

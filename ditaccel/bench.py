@@ -11,13 +11,16 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from . import models
+from .inputs import load_cases
 from .media import output_images
 from .methods import resolve_methods
 from .metrics import count_flops, psnr, psnr_from_mse, ssim
@@ -31,7 +34,8 @@ DEFAULT_PROMPTS = models._TINY_PROMPTS
 
 @dataclass
 class BenchSettings:
-    """What to benchmark; ``None`` sizes and steps take the model's defaults."""
+    """What to benchmark; ``None`` sizes and steps take the model's defaults. ``cases``: the
+    user's own inputs instead of the model's (:mod:`ditaccel.inputs`: a prompt file, or edit cases)."""
 
     model: str
     task: str = "t2i"
@@ -46,6 +50,7 @@ class BenchSettings:
     # skip this many of the model's inputs: --offset 16 on shapes-flux benches scenes neither the
     # bench set (0-7) nor the calibration set (8-15) holds
     offset: int = 0
+    cases: Path | None = None
 
     def __post_init__(self) -> None:
         if self.offset < 0:
@@ -65,22 +70,31 @@ class BenchSettings:
         if "none" in specs:
             specs.remove("none")
         self.methods = ["none", *specs]
+        if self.cases is not None:
+            self.prompts = len(self.inputs())  # a malformed case fails here, before anything loads
+
+    def inputs(self) -> list[models.Case]:
+        """The inputs benched: the user's cases, else the model's (see :func:`model_inputs`)."""
+        if self.cases is not None:
+            return load_cases(self.cases, self.task)
+        return model_inputs(self.model, self.task, self.prompts, self.offset)
 
 
-def _cases(settings: BenchSettings, entry: models.ModelEntry | None) -> list[models.Case]:
-    """``settings.prompts`` default inputs of the model for the task from ``settings.offset`` on
-    (cycled if short)."""
-    start, count = settings.offset, settings.prompts
+def model_inputs(model: str, task: str, count: int, offset: int = 0) -> list[models.Case]:
+    """``count`` default inputs of ``model`` for ``task`` from ``offset`` on (cycled if short)."""
+    entry = models.MODELS.get(model)
+    start = offset
     if entry is not None:
-        entry.pipeline_for(settings.task)  # the model serves this task
-        if settings.task in entry.inputs:
-            return entry.inputs[settings.task](start, start + count)
-        cases = entry.cases[settings.task]()
-    elif settings.task == "t2i":
+        entry.pipeline_for(task)  # the model serves this task
+        if task in entry.inputs:
+            return entry.inputs[task](start, start + count)
+        cases = entry.cases[task]()
+    elif task == "t2i":
         cases = [models.Case(p, seed=i) for i, p in enumerate(DEFAULT_PROMPTS)]
     else:
         raise ValueError(
-            f"{settings.model} has no edit cases; bench --task edit needs an embedded edit model"
+            f"{model} has no {task} inputs of its own: pass your own cases (--cases FILE: a JSONL or "
+            "folder of image + instruction [+ mask])"
         )
     return [cases[i % len(cases)] for i in range(start, start + count)]
 
@@ -102,104 +116,180 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
-    """Run the benchmark; ``progress`` is a callable ``advance(description)`` or None."""
-    entry = models.MODELS.get(settings.model)
-    inputs = _cases(settings, entry)
-    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, settings.dtype)
-    pipeline_class = entry.pipeline_for(settings.task) if entry is not None else None
-    pipe = load_pipeline(settings.model, pipeline_class=pipeline_class, dtype=dtype).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    steps = settings.steps or (entry.steps if entry else 28)
-    height = settings.height or (entry.height if entry else None)
-    width = settings.width or (entry.width if entry else None)
-    defaults = dict(entry.call_defaults) if entry else {}
+@dataclass
+class Pass:
+    """One spec's untimed pass over the inputs: its images, the transformer FLOPs counted per input
+    (total, attention) and the share of blocks a method served from a cache."""
 
-    def call_kwargs(case: models.Case, acc: AcceleratedPipeline) -> dict[str, Any]:
-        kwargs = case_call(case, acc.adapter, steps=steps, height=height, width=width, extra=defaults)
+    images: list[Any]
+    flops: list[tuple[int, int]]
+    reuse: list[float]
+
+
+@dataclass
+class BenchSession:
+    """A loaded pipeline and the call settings every measurement of one bench (or tune) shares: the
+    bench's measuring code, in pieces that :mod:`ditaccel.tune` reuses (a counting pass per spec,
+    interleaved timed rounds, a result row against the plain pipeline's)."""
+
+    pipe: Any
+    task: str
+    steps: int
+    height: int | None
+    width: int | None
+    device: str
+    defaults: dict[str, Any]
+    scorer: Callable[[Any, models.Case], bool] | None = None
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        task: str,
+        *,
+        steps: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        device: str | None = None,
+        dtype: str = "float32",
+        inputs: list[models.Case] | None = None,
+    ) -> BenchSession:
+        """Load ``model`` for ``task``; ``None`` steps and sizes take the model's defaults, and for
+        a model without them, edit inputs' source size."""
+        entry = models.MODELS.get(model)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        pipeline_class = entry.pipeline_for(task) if entry is not None else None
+        pipe = load_pipeline(model, pipeline_class=pipeline_class, dtype=getattr(torch, dtype)).to(device)
+        pipe.set_progress_bar_config(disable=True)
+        source = next((c.image for c in inputs or [] if c.image is not None), None)
+        default_size = source.size if entry is None and source is not None else (None, None)
+        return cls(
+            pipe=pipe,
+            task=task,
+            steps=steps or (entry.steps if entry else 28),
+            height=height or (entry.height if entry else default_size[1]),
+            width=width or (entry.width if entry else default_size[0]),
+            device=device,
+            defaults=dict(entry.call_defaults) if entry else {},
+            scorer=entry.scorer if entry is not None else None,
+        )
+
+    def call_kwargs(self, case: models.Case, acc: AcceleratedPipeline) -> dict[str, Any]:
+        """The call of ``case`` on ``acc`` (a mask for methods that edit inside one)."""
+        kwargs = case_call(
+            case, acc.adapter, steps=self.steps, height=self.height, width=self.width, extra=self.defaults
+        )
         if "mask_image" in acc.call_arguments and case.mask is not None:
             kwargs.setdefault("mask_image", case.mask)  # for methods that edit inside a mask
         return kwargs
 
-    tick = progress or (lambda _description: None)
-    images: dict[str, list[Any]] = {}
-    flops: dict[str, list[tuple[int, int]]] = {}
-    reuse: dict[str, list[float]] = {}
-    for spec in settings.methods:
-        acc = AcceleratedPipeline.from_pipe(pipe, methods=spec)
-        images[spec], flops[spec], reuse[spec] = [], [], []
+    def counting_pass(self, spec: str, inputs: list[models.Case], tick: Callable[[str], Any]) -> Pass:
+        """Run ``spec`` once on every input, untimed: counted FLOPs and images (and warm-up)."""
+        acc = AcceleratedPipeline.from_pipe(self.pipe, methods=spec)
+        result = Pass([], [], [])
         try:
             for item in inputs:
                 with count_flops(acc.adapter.step_modules()) as counted:
-                    out = acc(**call_kwargs(item, acc))
-                images[spec].append(output_images(out))
-                flops[spec].append((counted.total, counted.attention))
+                    out = acc(**self.call_kwargs(item, acc))
+                result.images.append(output_images(out))
+                result.flops.append((counted.total, counted.attention))
                 stats = acc.stats
-                reuse[spec].append(stats.blocks_reused / max(stats.blocks_total, 1))
+                result.reuse.append(stats.blocks_reused / max(stats.blocks_total, 1))
                 tick(f"count {spec}")
         finally:
             acc.remove()
+        return result
 
-    times: dict[str, list[list[float]]] = {spec: [[] for _ in inputs] for spec in settings.methods}
-    for _ in range(settings.runs):
-        for spec in settings.methods:
-            acc = AcceleratedPipeline.from_pipe(pipe, methods=spec)
-            try:
-                for i, item in enumerate(inputs):
-                    kwargs = call_kwargs(item, acc)
-                    _sync(device)
-                    start = time.perf_counter()
-                    acc(**kwargs)
-                    _sync(device)
-                    times[spec][i].append(time.perf_counter() - start)
-                    tick(f"time {spec}")
-            finally:
-                acc.remove()
+    def timed_rounds(
+        self, specs: list[str], inputs: list[models.Case], runs: int, tick: Callable[[str], Any]
+    ) -> dict[str, list[list[float]]]:
+        """``runs`` rounds, each calling every spec in turn on every input, so drift in machine load
+        spreads over them alike: seconds per spec, per input, per run."""
+        times: dict[str, list[list[float]]] = {spec: [[] for _ in inputs] for spec in specs}
+        for _ in range(runs):
+            for spec in specs:
+                acc = AcceleratedPipeline.from_pipe(self.pipe, methods=spec)
+                try:
+                    for i, item in enumerate(inputs):
+                        kwargs = self.call_kwargs(item, acc)
+                        _sync(self.device)
+                        start = time.perf_counter()
+                        acc(**kwargs)
+                        _sync(self.device)
+                        times[spec][i].append(time.perf_counter() - start)
+                        tick(f"time {spec}")
+                finally:
+                    acc.remove()
+        return times
 
-    scorer = entry.scorer if entry is not None else None
-    results = []
-    base = "none"
-    base_wall = _wall(times[base])
-    base_gflops = _mean_g(flops[base], 0)
-    for spec in settings.methods:
+    def result_row(
+        self,
+        spec: str,
+        run: Pass,
+        times: list[list[float]],
+        base: Pass,
+        base_times: list[list[float]],
+        inputs: list[models.Case],
+    ) -> dict[str, Any]:
+        """The bench's result row of ``spec`` against the plain pipeline's pass and times (``run is
+        base``: the baseline's row)."""
         configs = resolve_methods(spec)
-        wall = _wall(times[spec])
-        gflops = _mean_g(flops[spec], 0)
+        plain = run is base
+        wall = _wall(times)
+        gflops = _mean_g(run.flops, 0)
+        base_gflops = _mean_g(base.flops, 0)
         row: dict[str, Any] = {
             "method": spec,
             # one method: its parameters; a combination: parameters by method name
             "config": configs[0].to_dict() if len(configs) == 1 else {c.method: c.to_dict() for c in configs},
             "wall_s": wall,
-            "speedup": base_wall / wall,
+            "speedup": _wall(base_times) / wall,
             "transformer_gflops": gflops,
-            "attention_gflops": _mean_g(flops[spec], 1),
+            "attention_gflops": _mean_g(run.flops, 1),
             "flops_ratio": gflops / base_gflops if base_gflops else None,
-            "psnr_db": None if spec == base else _set_psnr(images[spec], images[base]),
+            "psnr_db": None if plain else _set_psnr(run.images, base.images),
             # per input, for intervals over inputs (ditaccel.metrics.intervals); psnr_db pools them
-            "mse_per_input": None if spec == base else _mse_per_input(images[spec], images[base]),
-            "ssim": None if spec == base else _mean_ssim(images[spec], images[base]),
+            "mse_per_input": None if plain else _mse_per_input(run.images, base.images),
+            "ssim": None if plain else _mean_ssim(run.images, base.images),
             "shapes_acc": None,
-            "blocks_reused": float(np.mean(reuse[spec])),
+            "blocks_reused": float(np.mean(run.reuse)),
         }
-        if scorer is not None:
+        if self.scorer is not None and all(case.spec is not None for case in inputs):
             verdicts = [
-                scorer(as_float_images(img)[0], case) for img, case in zip(images[spec], inputs, strict=True)
+                self.scorer(as_float_images(img)[0], case)
+                for img, case in zip(run.images, inputs, strict=True)
             ]
             row["shapes_acc"] = float(np.mean(verdicts))
-        if settings.task == "edit":
-            row["region_psnr_db"] = None if spec == base else _region_psnr(images[spec], images[base], inputs)
+        if self.task == "edit":
+            row["region_psnr_db"] = None if plain else _region_psnr(run.images, base.images, inputs)
             sources = [case.image for case in inputs]
             if all(source is not None for source in sources):
-                row["preserve_psnr_db"] = _region_psnr(images[spec], sources, inputs)
-        results.append(row)
+                row["preserve_psnr_db"] = _region_psnr(run.images, sources, inputs)
+        return row
+
+
+def run_bench(settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
+    """Run the benchmark; ``progress`` is a callable ``advance(description)`` or None."""
+    inputs = settings.inputs()
+    session = BenchSession.load(
+        settings.model, settings.task, steps=settings.steps, height=settings.height, width=settings.width,
+        device=settings.device, dtype=settings.dtype, inputs=inputs,
+    )  # fmt: skip
+    tick = progress or (lambda _description: None)
+    passes = {spec: session.counting_pass(spec, inputs, tick) for spec in settings.methods}
+    times = session.timed_rounds(settings.methods, inputs, settings.runs, tick)
+    base = "none"
+    results = [
+        session.result_row(spec, passes[spec], times[spec], passes[base], times[base], inputs)
+        for spec in settings.methods
+    ]
     return {
         "model": settings.model,
         "task": settings.task,
-        "steps": steps,
-        "height": height,
-        "width": width,
-        "device": device,
+        "steps": session.steps,
+        "height": session.height,
+        "width": session.width,
+        "device": session.device,
         "dtype": settings.dtype,
         "prompts": settings.prompts,
         "offset": settings.offset,
@@ -265,4 +355,4 @@ def _versions() -> dict[str, str]:
 
 
 # re-exported for callers that compute single-image metrics next to bench numbers
-__all__ = ["BenchSettings", "case_call", "run_bench", "psnr", "ssim"]
+__all__ = ["BenchSession", "BenchSettings", "Pass", "case_call", "model_inputs", "run_bench", "psnr", "ssim"]

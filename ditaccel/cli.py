@@ -1,4 +1,4 @@
-"""The ``ditaccel`` command line: ``models``, ``generate``, ``bench``, ``calibrate``."""
+"""The ``ditaccel`` command line: ``models``, ``generate``, ``bench``, ``calibrate``, ``tune``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,13 @@ app = typer.Typer(
 )
 console = Console()
 
+CasesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Your own inputs instead of the model's: t2i, a prompt file (one per line, or JSONL); edit, a "
+        "JSONL or folder of image + instruction [+ mask] (see ditaccel.inputs)."
+    ),
+]
 MethodsOpt = Annotated[
     str, typer.Option("--methods", help="Method spec, e.g. 'deepcache:interval=3' or 'a+b'; 'none' = plain.")
 ]
@@ -169,6 +176,7 @@ def bench_command(
         Path | None,
         typer.Option(help="Write a PNG of PSNR vs speedup and vs FLOPs ratio, one front per method."),
     ] = None,
+    cases: CasesOpt = None,
 ) -> None:
     """Benchmark methods against the plain pipeline: speed, counted FLOPs, quality.
 
@@ -179,7 +187,7 @@ def bench_command(
     try:
         settings = BenchSettings(
             model=model, task=task, methods=list(methods), steps=steps, height=height, width=width,
-            prompts=prompts, runs=runs, device=device, dtype=dtype, offset=offset,
+            prompts=prompts, runs=runs, device=device, dtype=dtype, offset=offset, cases=cases,
         )  # fmt: skip
     except ValueError as exc:
         _fail(str(exc))
@@ -215,7 +223,8 @@ def calibrate_command(
     task: Annotated[
         str | None,
         typer.Option(
-            help="t2i, edit or control (default: the model's first; edit and control need an embedded model)."
+            help="t2i, edit or control (default: the model's first; a model that is not embedded needs "
+            "--cases for edit)."
         ),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).")] = None,
@@ -237,6 +246,7 @@ def calibrate_command(
             "default: half the profile's steps; 0: none)."
         ),
     ] = None,
+    cases: CasesOpt = None,
 ) -> None:
     """Profile a model's per-block, per-step redundancy and attention density; plan, run the
     candidate cache plans and keep the best measured; write the profile (and figures), for
@@ -248,6 +258,7 @@ def calibrate_command(
             model=model, prompts=prompts, task=task, steps=steps, height=height, width=width,
             device=device, dtype=dtype, verify=verify,
             verify_steps=None if not verify_steps else tuple(n for n in verify_steps if n != 0),
+            cases_file=cases,
         )  # fmt: skip
     except ValueError as exc:
         _fail(str(exc))
@@ -268,6 +279,150 @@ def calibrate_command(
 
         for path in profile_plots(profile, plots):
             console.print(f"wrote {path}")
+
+
+@app.command("tune")
+def tune_command(
+    model: Annotated[str, typer.Option(help="Embedded model name, local pipeline folder or hub id.")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder for front.json, front.png, grid.png and the measurements (resumable)."),
+    ],
+    task: Annotated[str, typer.Option(help="t2i, edit or video (text-to-video).")] = "t2i",
+    prompts: Annotated[
+        str, typer.Option(help="How many of the model's inputs, or a prompt file (one per line).")
+    ] = "8",
+    cases: CasesOpt = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).")] = None,
+    height: Annotated[int | None, typer.Option(help="Height (default: the model's).")] = None,
+    width: Annotated[int | None, typer.Option(help="Width (default: the model's).")] = None,
+    target_speedup: Annotated[
+        float | None, typer.Option(help="Goal: at least this speedup, with the best PSNR.")
+    ] = None,
+    min_psnr: Annotated[
+        float | None, typer.Option(help="Goal: at least this PSNR (dB), with the best speedup.")
+    ] = None,
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="Start no new measurement after this many minutes (re-run to go on).")
+    ] = None,
+    runs: Annotated[int, typer.Option(help="Timed rounds on the last rung (medians); one before it.")] = 3,
+    eta: Annotated[int, typer.Option(help="Successive halving: keep 1/eta per rung, eta x the inputs.")] = 3,
+    profile: Annotated[
+        Path | None, typer.Option(help="Calibration profile for calibrated-cache (default: the model's own).")
+    ] = None,
+    edit_profile: Annotated[
+        Path | None, typer.Option(help="Calibration profile of the editing pipeline, for context-prune.")
+    ] = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option("--calibrate", help="Calibrate first (kept in OUT), so profile-driven methods join."),
+    ] = False,
+    candidate: Annotated[
+        list[str] | None,
+        typer.Option("--candidate", help="Search these specs instead of the proposed ones (repeat)."),
+    ] = None,
+    offset: Annotated[int, typer.Option(help="Skip this many of the model's inputs.")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
+    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+) -> None:
+    """Find the best method setting for this model, inputs and device, measured like the bench.
+
+    Measures the plain pipeline and every method that applies (step caches over their main knob,
+    calibrated-cache at its profile's ratios, token methods for editing pipelines, sparse attention
+    on long sequences, and one step cache + one token method), by successive halving; prints the
+    recommended --methods spec with its speedup, FLOPs ratio and PSNR (with intervals) and writes
+    OUT/front.json, OUT/front.png and OUT/grid.png. A re-run with the same OUT skips what is done.
+    """
+    from .bench import BenchSession, model_inputs
+    from .calibration.run import CalibrationSettings
+    from .inputs import load_cases
+    from .tuning import TuneConfig, run_tune
+
+    try:
+        if task not in ("t2i", "edit", "video"):
+            raise ValueError(f"--task must be t2i, edit or video, got {task!r}")
+        bench_task = "edit" if task == "edit" else "t2i"
+        config = TuneConfig(
+            target_speedup=target_speedup, min_psnr=min_psnr, budget_minutes=budget_minutes, runs=runs,
+            eta=eta, profile=profile, edit_profile=edit_profile, calibrate=calibrate,
+            candidates=tuple(candidate) if candidate else None,
+        )  # fmt: skip
+        if cases is not None:
+            inputs = load_cases(cases, task)
+        elif prompts.isdigit():
+            if int(prompts) < 1:
+                raise ValueError(f"--prompts must be >= 1, got {prompts}")
+            inputs = model_inputs(model, bench_task, int(prompts), offset)
+        else:
+            inputs = load_cases(Path(prompts), task)
+        calibration = None
+        if calibrate:
+            own = cases is None and prompts.isdigit() and model in _embedded()
+            calibration = CalibrationSettings(
+                model=model, task=bench_task, steps=steps, height=height, width=width, device=device,
+                dtype=dtype, inputs=None if own else inputs,
+            )  # fmt: skip
+        with console.status(f"loading {model}"), _quiet_loading():
+            session = BenchSession.load(
+                model, bench_task, steps=steps, height=height, width=width, device=device, dtype=dtype,
+                inputs=inputs,
+            )  # fmt: skip
+    except (ValueError, TypeError, OSError) as exc:
+        _fail(str(exc))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("tune", total=None)
+        try:
+            result = run_tune(
+                session, inputs, config, out, model=model, calibration=calibration,
+                progress=lambda d: progress.update(bar, advance=1, description=d),
+                planned=lambda calls: progress.update(bar, total=calls),
+            )  # fmt: skip
+        except (ValueError, TypeError, OSError) as exc:
+            _fail(str(exc))
+        progress.update(bar, total=progress.tasks[bar].completed, description="tuned")
+    console.print(tune_table(result.report))
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(recommendation_line(result.report))
+    for path in result.paths.values():
+        console.print(f"wrote {path}")
+
+
+def _embedded() -> list[str]:
+    from . import models
+
+    return models.available()
+
+
+def _interval(values) -> str:
+    return "" if not values else f" [{values[0]:.2f}, {values[1]:.2f}]"
+
+
+def recommendation_line(report: dict) -> str:
+    """The recommended spec with its measured speedup, FLOPs ratio and PSNR (with intervals)."""
+    best = report["recommended"]
+    verdict = "recommended" if best["reached"] else "closest measured (goal not reached)"
+    ratio = "-" if best.get("flops_ratio") is None else f"{best['flops_ratio']:.3f}"
+    return (
+        f'{verdict}: --methods "{best["method"]}"\n'
+        f"  speedup {best['speedup']:.2f}x{_interval(best.get('speedup_interval'))}, FLOPs ratio {ratio}, "
+        f"PSNR {_cell(best['psnr_db'])} dB{_interval(best.get('psnr_interval'))} on {best['inputs']} inputs"
+    )
+
+
+def tune_table(report: dict) -> Table:
+    """The rows of the rung the front was read on; the front's marked."""
+    goal = report["goal"]
+    title = f"{report['model']} {report['task']}, {report['steps']} steps, {report['device']}: tune ({goal['kind']})"
+    table = Table(title=title)
+    columns = ("method", "speedup", "flops_ratio", "psnr_db", "ssim", "shapes_acc", "front")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "method" else "right", overflow="fold")
+    for row in report["results"]:
+        cells = [_cell(row.get(c)) for c in columns[:-1]]
+        table.add_row(*cells, "*" if row["on_front"] else "")
+    return table
 
 
 def profile_table(profile) -> Table:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .. import models
+from ..inputs import load_cases
 from .planner import plan_all
 from .profile import Profile
 from .profiler import Profiler, ProfilerConfig
@@ -22,7 +23,11 @@ TASKS = ("t2i", "edit", "control")
 @dataclass
 class CalibrationSettings:
     """What to calibrate. ``prompts``: a count of the model's calibration prompts, or a text
-    file with one prompt per line (text-to-image only). ``None`` task, sizes and steps: the model's."""
+    file with one prompt per line (text-to-image). ``cases_file``: the user's own inputs instead
+    (:mod:`ditaccel.inputs`: a prompt file, or for ``edit`` a JSONL or folder of image +
+    instruction [+ mask]), which is how a model that is not embedded (a Kontext or
+    Qwen-Image-Edit folder) is calibrated for editing. ``None`` task, sizes and steps: the model's
+    (for edit cases on a model that is not embedded, the first source image's size)."""
 
     model: str
     prompts: str | int = 8
@@ -40,6 +45,9 @@ class CalibrationSettings:
     # the profile's step count (plans made for a call's grid, like a 14-step call with a 28-step
     # profile, pick their forecast order and settings from the nearest verified grid)
     verify_steps: tuple[int, ...] | None = None
+    cases_file: Path | None = None
+    # inputs given in memory (``ditaccel.tune`` calibrating on the user's inputs); before ``cases_file``
+    inputs: list[models.Case] | None = None
 
     def __post_init__(self) -> None:
         if self.task is None:
@@ -63,6 +71,12 @@ class CalibrationSettings:
         return models.MODELS.get(self.model)
 
     def cases(self) -> list[models.Case]:
+        if self.inputs is not None:
+            if not self.inputs:
+                raise ValueError("no inputs to calibrate on")
+            return list(self.inputs)
+        if self.cases_file is not None:
+            return load_cases(self.cases_file, self.task)
         text = str(self.prompts)
         if text.isdigit():
             count = int(text)
@@ -71,7 +85,10 @@ class CalibrationSettings:
             if self.entry is not None:
                 return self.entry.calibration_cases(self.task, count)
             if self.task != "t2i":
-                raise ValueError("edit calibration needs an embedded edit model (its source images)")
+                raise ValueError(
+                    f"{self.model} has no {self.task} inputs of its own: pass your edit cases "
+                    "(--cases FILE: a JSONL or folder of image + instruction [+ mask])"
+                )
             from ..bench import DEFAULT_PROMPTS
 
             return [models.Case(DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)], seed=i) for i in range(count)]
@@ -79,9 +96,7 @@ class CalibrationSettings:
         if not path.is_file():
             raise ValueError(f"--prompts is neither a count nor a file: {text!r}")
         if self.task != "t2i":
-            raise ValueError(
-                "a prompt file calibrates text-to-image; edit calibration uses the model's cases"
-            )
+            return load_cases(path, self.task)  # a user's edit cases given as --prompts
         lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         if not lines:
             raise ValueError(f"{path} holds no prompts")
@@ -94,7 +109,8 @@ class CalibrationSettings:
         profile's noise). An input that repeats a profiled one (a short prompt file, a model
         without its own calibration set) takes a fresh seed."""
         profiled = self.cases()
-        if self.entry is not None and str(self.prompts).isdigit():
+        own = self.cases_file is None and self.inputs is None and str(self.prompts).isdigit()
+        if self.entry is not None and own:
             following = self.entry.calibration_cases(self.task, len(profiled) + self.verify)[len(profiled) :]
         else:
             following = [profiled[i % len(profiled)] for i in range(self.verify)]
@@ -127,8 +143,9 @@ class CalibrationSettings:
         return len(self.cases()) + context + verifying
 
 
-def calibrate(settings: CalibrationSettings, progress: Any = None) -> Profile:
-    """Profile ``settings.model`` and write its recommended plans into the profile."""
+def calibrate(settings: CalibrationSettings, progress: Any = None, pipeline: Any = None) -> Profile:
+    """Profile ``settings.model`` and write its recommended plans into the profile. ``pipeline``:
+    the plain pipeline, already loaded (on its device), instead of loading ``settings.model``."""
     from ..bench import case_call
     from ..pipelines.accelerated import AcceleratedPipeline, load_pipeline
 
@@ -136,13 +153,17 @@ def calibrate(settings: CalibrationSettings, progress: Any = None) -> Profile:
     cases = settings.cases()
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipeline_class = entry.pipeline_for(settings.task) if entry is not None else None
-    plain = load_pipeline(
-        settings.model, pipeline_class=pipeline_class, dtype=getattr(torch, settings.dtype)
-    ).to(device)
+    plain = pipeline
+    if plain is None:
+        plain = load_pipeline(
+            settings.model, pipeline_class=pipeline_class, dtype=getattr(torch, settings.dtype)
+        ).to(device)
     plain.set_progress_bar_config(disable=True)
     steps = settings.profile_steps
-    height = settings.height or (entry.height if entry else None)
-    width = settings.width or (entry.width if entry else None)
+    source = next((c.image for c in cases if c.image is not None), None)
+    default_size = source.size if entry is None and source is not None else (None, None)
+    height = settings.height or (entry.height if entry else default_size[1])
+    width = settings.width or (entry.width if entry else default_size[0])
     extra = dict(entry.call_defaults) if entry else {}
     pipe = AcceleratedPipeline.from_pipe(plain, methods=[])
 

@@ -9,6 +9,7 @@ difference against a front interpolated between two rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,6 +19,19 @@ from .image import PSNR_CAP
 
 CONFIDENCE = 0.9
 RESAMPLES = 2000
+
+
+def min_inputs(confidence: float = CONFIDENCE) -> int:
+    """The fewest inputs a percentile bootstrap interval at ``confidence`` can be read from: ``n``
+    inputs give ``C(2n-1, n)`` distinct resamples, and each tail of the interval needs at least one
+    resample of its own, so ``C(2n-1, n) >= 2 / (1 - confidence)`` (4 inputs at 90%: 35 >= 20; 3
+    give only 10, and the interval's ends would be the statistic's extremes)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    n = 2
+    while math.comb(2 * n - 1, n) < 2.0 / (1.0 - confidence):
+        n += 1
+    return n
 
 
 def pooled_psnr(mse: np.ndarray, axis: int = -1) -> np.ndarray:

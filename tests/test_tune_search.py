@@ -1,0 +1,203 @@
+"""The tune's search on synthetic measurements (no model): the front, the goal, successive halving
+keeping the front's neighbourhood, the budget, combinations; and the interval's input minimum."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ditaccel.metrics.intervals import min_inputs
+from ditaccel.tuning.candidates import combinations, is_step_cache, sparse_applies
+from ditaccel.tuning.search import (
+    Goal,
+    Point,
+    choose,
+    front,
+    pareto_layers,
+    rung_sizes,
+    successive_halving,
+    survivors,
+)
+
+
+def _p(spec, speedup, psnr):
+    return Point(spec, speedup, psnr)
+
+
+def test_front_and_layers():
+    pts = [_p("a", 1.0, 50), _p("b", 2.0, 40), _p("c", 1.5, 38), _p("d", 3.0, 30), _p("e", 1.2, 30)]
+    assert [p.spec for p in front(pts)] == ["a", "b", "d"]
+    layers = pareto_layers(pts)
+    assert [[p.spec for p in layer] for layer in layers] == [["a", "b", "d"], ["c"], ["e"]]
+
+
+@pytest.mark.parametrize(
+    ("goal", "spec", "reached"),
+    [
+        (Goal(target_speedup=2.0), "b", True),  # best PSNR at >= 2x (not the faster d)
+        (Goal(target_speedup=5.0), "d", False),  # none reaches: the fastest, said so
+        (Goal(min_psnr=39.0), "b", True),  # fastest at >= 39 dB
+        (Goal(min_psnr=60.0), "a", False),  # none reaches: the best
+    ],
+)
+def test_choose(goal, spec, reached):
+    pts = [_p("a", 1.0, 50), _p("b", 2.0, 40), _p("c", 1.5, 38), _p("d", 3.0, 30)]
+    choice = choose(pts, goal)
+    assert (choice.point.spec, choice.reached) == (spec, reached)
+    if not reached:
+        assert "no candidate reached" in choice.note and "closest" in choice.note
+
+
+def test_whole_front_recommends_the_knee():
+    pts = [_p("slow", 1.0, 60), _p("knee", 2.0, 55), _p("fast", 2.2, 20)]
+    assert choose(pts, Goal()).point.spec == "knee"
+
+
+def test_goal_is_validated():
+    with pytest.raises(ValueError, match="not both"):
+        Goal(target_speedup=2, min_psnr=30)
+    with pytest.raises(ValueError, match="> 0"):
+        Goal(target_speedup=0)
+
+
+def test_rung_sizes_and_interval_minimum():
+    assert rung_sizes(8) == [3, 8]
+    assert rung_sizes(8, eta=2) == [2, 4, 8]
+    assert rung_sizes(2) == [2]
+    assert rung_sizes(27) == [3, 9, 27]
+    assert min_inputs(0.9) == 4  # C(7, 4) = 35 >= 20 resamples; C(5, 3) = 10 is not
+    assert min_inputs(0.5) == 3
+
+
+def test_survivors_keep_whole_layers_nearest_the_goal():
+    pts = [_p("a", 1.0, 50), _p("b", 2.0, 40), _p("d", 3.0, 30), _p("c", 1.9, 38), _p("e", 1.2, 30)]
+    # front first (a, b, d), nearest the 2x target first; then the next layer's nearest (c)
+    assert survivors(pts, 2, Goal(target_speedup=2.0)) == ["b", "d"]
+    assert survivors(pts, 4, Goal(target_speedup=2.0)) == ["b", "d", "a", "c"]
+
+
+def _synthetic_world(count: int, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """True (speedup, PSNR) of ``count`` candidates: a concave front and points below it."""
+    rng = np.random.default_rng(seed)
+    world = {}
+    for i in range(count):
+        speedup = 1.0 + 3.0 * rng.random()
+        world[f"c{i}"] = (speedup, 60.0 - 10.0 * speedup - 8.0 * rng.random())
+    return world
+
+
+def _measure(world, calls, noise=1.0, seed=1):
+    rng = np.random.default_rng(seed)
+
+    def measure(specs, rung, count):
+        calls.append((rung, count, list(specs)))
+        scale = noise / math.sqrt(count)  # fewer inputs, noisier
+        return {
+            s: Point(s, world[s][0] * (1 + 0.02 * scale * rng.standard_normal()), world[s][1] + scale * rng.standard_normal())
+            for s in specs
+        }  # fmt: skip
+
+    return measure
+
+
+@pytest.mark.parametrize("target", [1.5, 2.0, 3.0])
+def test_successive_halving_finds_the_point_of_the_front(target):
+    world = _synthetic_world(30)
+    truth = choose([Point(s, *v) for s, v in world.items()], Goal(target_speedup=target)).point.spec
+    calls = []
+    result = successive_halving(list(world), [3, 9, 27], _measure(world, calls), Goal(target_speedup=target))
+    assert result.complete and result.final == 2
+    assert result.choice.point.spec == truth
+    # the last rung measures a third of a third, not everything
+    assert [len(c[2]) for c in calls] == [30, 10, 4]
+    assert set(calls[2][2]) <= set(calls[1][2]) <= set(calls[0][2])
+
+
+def test_the_neighbourhood_saves_a_point_noise_pushed_off_the_front():
+    """On the first rung the true answer measures dominated (noise); being in the front's next
+    layer and nearest the goal, it is measured again and chosen (the other dominated points are not)."""
+    world = {"best": (2.1, 40.0), "decoy": (2.2, 38.0), "slow": (1.2, 50.0), "far": (3.0, 20.0)}
+    world.update({"bad1": (1.1, 30.0), "bad2": (1.5, 25.0), "bad3": (1.3, 28.0), "bad4": (1.05, 45.0)})
+    first = {"best": (2.1, 37.5)}  # measured worse than decoy on 2 inputs
+
+    def measure(specs, rung, count):
+        return {s: Point(s, *(first.get(s, world[s]) if rung == 0 else world[s])) for s in specs}
+
+    result = successive_halving(list(world), [2, 8], measure, Goal(target_speedup=2.0), eta=2)
+    assert result.choice.point.spec == "best"
+    assert set(result.rungs[1]) == {"slow", "decoy", "far", "best"}
+
+
+def test_budget_stops_and_recommends_from_the_deepest_complete_rung():
+    world = _synthetic_world(9)
+
+    def measure(specs, rung, count):
+        kept = specs if rung == 0 else specs[:1]  # the budget runs out within rung 2
+        return {s: Point(s, *world[s]) for s in kept}
+
+    result = successive_halving(list(world), [3, 9], measure, Goal(target_speedup=2.0))
+    assert not result.complete and result.final == 0
+    assert any("budget ran out" in n for n in result.notes)
+    assert any("re-run with the same --out" in n for n in result.notes)
+
+
+def test_failed_candidates_are_answered_not_waited_for():
+    world = _synthetic_world(6)
+
+    def measure(specs, rung, count):
+        return {s: (None if s == "c0" else Point(s, *world[s])) for s in specs}
+
+    result = successive_halving(list(world), [2, 6], measure, Goal(min_psnr=30.0), eta=2)
+    assert result.complete and "c0" in result.failed and "c0" not in result.rungs[0]
+
+
+def test_extend_adds_combinations_on_the_first_rung():
+    points = {
+        "deepcache:interval=2": Point("deepcache:interval=2", 1.5, 45),
+        "deepcache:interval=4": Point("deepcache:interval=4", 1.3, 40),  # dominated: not combined
+        "region-edit:source=mask": Point("region-edit:source=mask", 2.0, 38),
+        "context-prune:keep=0.5,pivotal=2": Point("context-prune:keep=0.5,pivotal=2", 1.2, 44),
+        "block-external:refresh=4,mode=kv": Point("block-external:refresh=4,mode=kv", 1.1, 46),
+    }
+    combined = combinations(points)
+    # context-prune composes with region-edit only; block-external with any step cache
+    assert "region-edit:source=mask+context-prune:keep=0.5,pivotal=2" in combined
+    assert "deepcache:interval=2+block-external:refresh=4,mode=kv" in combined
+    assert "deepcache:interval=2+context-prune:keep=0.5,pivotal=2" not in combined
+    assert not any(c.startswith("deepcache:interval=4") for c in combined)
+    assert is_step_cache("region-edit:source=mask") and not is_step_cache("context-prune:keep=0.5")
+
+    calls = []
+
+    def measure(specs, rung, count):
+        calls.append(list(specs))
+        return {s: Point(s, 1.0 + len(s) / 100, 40.0) for s in specs}
+
+    successive_halving(list(points), [2], measure, Goal(), extend=lambda pts: combinations(points))
+    assert calls[1] == combined
+
+
+def test_sparse_attention_joins_only_when_it_can_skip_a_block():
+    assert not sparse_applies(64, 0.5)  # one block of 64: nothing to skip
+    assert not sparse_applies(None, 0.5)
+    assert sparse_applies(528, 0.5) and sparse_applies(4096, 0.25)
+
+
+def test_front_plot_draws_intervals_of_identical_images(tmp_path):
+    """An exact setting (infinite PSNR, its interval too) and a point estimate outside its own
+    percentile interval still plot (error bars are never negative)."""
+    from ditaccel.tuning.report import front_plot
+
+    rows = [
+        {"method": "a", "speedup": 1.2, "psnr_db": float("inf"), "inputs": 8, "on_front": True},
+        {"method": "b", "speedup": 2.1, "psnr_db": 40.0, "inputs": 8, "on_front": True},
+    ]
+    best = {**rows[0], "psnr_interval": [float("inf"), float("inf")], "speedup_interval": [1.25, 1.3]}
+    report = {
+        "model": "m", "task": "t2i", "steps": 4, "device": "cpu", "results": rows, "front": rows,
+        "recommended": best, "goal": Goal(target_speedup=1.1).to_dict(),
+        "rungs": [{"inputs": 3, "runs": 1, "measured": rows}, {"inputs": 8, "runs": 3, "measured": rows}],
+    }  # fmt: skip
+    assert front_plot(report, tmp_path / "front.png").stat().st_size > 0
