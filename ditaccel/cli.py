@@ -37,7 +37,7 @@ MethodsOpt = Annotated[
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)  # paths and specs stay whole
     raise typer.Exit(2)
 
 
@@ -383,10 +383,10 @@ def tune_command(
         progress.update(bar, total=progress.tasks[bar].completed, description="tuned")
     console.print(tune_table(result.report))
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
-    console.print(recommendation_line(result.report))
+        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
+    console.print(recommendation_line(result.report), soft_wrap=True)  # a --methods string to copy whole
     for path in result.paths.values():
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", soft_wrap=True)
 
 
 def _embedded() -> list[str]:

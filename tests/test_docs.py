@@ -49,16 +49,17 @@ def _text(page: Path) -> str:
 
 def test_every_method_has_its_page(site):
     from ditaccel.methods import available_methods
+    from ditaccel.methods.registry import method_class
 
     pages = {p.parent.name for p in (site / "methods").glob("*/index.html")}
-    for name in available_methods():
+    # ditaccel's own methods (tests register methods of their own in the same process)
+    shipped = [name for name in available_methods() if method_class(name).__module__.startswith("ditaccel.")]
+    for name in shipped:
         if name.startswith("peer-"):
             assert name in _text(site / "methods" / "peers" / "index.html"), name
         elif name != "none":
             assert name in pages, name
             # its parameter table was rendered from the config dataclass
-            from ditaccel.methods.registry import method_class
-
             html = (site / "methods" / name / "index.html").read_text()
             for parameter in method_class(name).config_class.parameters():
                 assert f"<code>{parameter}</code>" in html, (name, parameter)

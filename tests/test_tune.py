@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from ditaccel.cli import app
 from ditaccel.tuning.search import Point, dominates
 
-runner = CliRunner()
+runner = CliRunner(env={"COLUMNS": "300"})  # rich wraps long lines (paths, specs) at the terminal width
 CANDIDATES = ("deepcache:interval=2", "deepcache:interval=3", "adaptive-cache:threshold=0.3")
 # 3 inputs, eta 2: a rung of 2 inputs (one timed run), then all 3 (--runs); 2 steps keep it quick
 ARGS = ["--model", "tiny-random-flux", "--prompts", "3", "--steps", "2", "--eta", "2", "--runs", "1"]
@@ -76,7 +76,7 @@ def test_a_rerun_resumes_and_a_changed_setting_is_refused(tuned):
     assert {p: p.stat().st_mtime_ns for p in kept} == stamps  # the others were skipped
     assert json.loads((out / "tune.json").read_text())["elapsed_s"] > 0
 
-    other = runner.invoke(app, ["tune", *ARGS[:-4], "--steps", "3", "--out", str(out)])
+    other = runner.invoke(app, ["tune", *ARGS[:-4], "--steps", "3", "--out", str(out)], terminal_width=300)
     assert (
         other.exit_code == 2 and "holds a tune of other settings" in other.output and "steps" in other.output
     )
@@ -84,8 +84,12 @@ def test_a_rerun_resumes_and_a_changed_setting_is_refused(tuned):
 
 def test_bad_goals_fail_before_loading(tmp_path):
     both = runner.invoke(
-        app, ["tune", *ARGS, "--out", str(tmp_path), "--target-speedup", "2", "--min-psnr", "30"]
+        app,
+        ["tune", *ARGS, "--out", str(tmp_path), "--target-speedup", "2", "--min-psnr", "30"],
+        terminal_width=300,
     )
     assert both.exit_code == 2 and "not both" in both.output
-    bad = runner.invoke(app, ["tune", *ARGS, "--out", str(tmp_path), "--candidate", "nope"])
+    bad = runner.invoke(
+        app, ["tune", *ARGS, "--out", str(tmp_path), "--candidate", "nope"], terminal_width=300
+    )
     assert bad.exit_code == 2 and "unknown method 'nope'" in bad.output

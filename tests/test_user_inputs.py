@@ -14,7 +14,7 @@ from ditaccel.cli import app
 from ditaccel.inputs import CaseError, load_cases, load_edit_cases, load_prompts
 from ditaccel.models import _centre_mask, _synthetic_source
 
-runner = CliRunner()
+runner = CliRunner(env={"COLUMNS": "300"})  # rich wraps long lines (paths, specs) at the terminal width
 SIZE = 32
 
 
@@ -120,13 +120,15 @@ def test_context_prune_is_refused_without_a_profile_and_runs_after_calibrate(kon
         "--runs",
         "1",
     ]
-    refused = runner.invoke(app, [*bench, "--methods", "context-prune:keep=0.5"])
+    refused = runner.invoke(app, [*bench, "--methods", "context-prune:keep=0.5"], terminal_width=300)
     assert refused.exit_code == 2 and "needs a calibration profile of the editing pipeline" in " ".join(
         refused.output.split()
     )
     # before: calibrating an edit on a model that is not embedded had no inputs to use
     no_cases = runner.invoke(
-        app, ["calibrate", "--model", str(model), "--task", "edit", "--out", str(tmp_path / "x.json")]
+        app,
+        ["calibrate", "--model", str(model), "--task", "edit", "--out", str(tmp_path / "x.json")],
+        terminal_width=300,
     )
     assert no_cases.exit_code == 2 and "--cases" in " ".join(no_cases.output.split())
 
@@ -143,7 +145,9 @@ def test_context_prune_is_refused_without_a_profile_and_runs_after_calibrate(kon
 
     report = tmp_path / "bench.json"
     ran = runner.invoke(
-        app, [*bench, "--methods", f"context-prune:keep=0.5,profile={profile}", "--json", str(report)]
+        app,
+        [*bench, "--methods", f"context-prune:keep=0.5,profile={profile}", "--json", str(report)],
+        terminal_width=300,
     )
     assert ran.exit_code == 0, ran.output
     rows = json.loads(report.read_text())
@@ -158,7 +162,9 @@ def test_bench_refuses_a_malformed_cases_file_before_loading(kontext_folder, tmp
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"image": "x.png"}\n')
     result = runner.invoke(
-        app, ["bench", "--model", str(model), "--task", "edit", "--cases", str(bad), "--methods", "none"]
+        app,
+        ["bench", "--model", str(model), "--task", "edit", "--cases", str(bad), "--methods", "none"],
+        terminal_width=300,
     )
     assert result.exit_code == 2 and "bad.jsonl:1: no 'instruction'" in " ".join(result.output.split())
 
