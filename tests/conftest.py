@@ -8,6 +8,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -106,3 +107,20 @@ def make_pipe():
         return pipe
 
     return make
+
+
+def module_files() -> dict[str, Path]:
+    """Every module of the installed package, by dotted name, with its file (``kernels/`` and
+    ``pipelines/`` mapped in as ``ditaccel.kernels`` / ``ditaccel.pipelines``)."""
+    root = Path(__file__).resolve().parents[1]
+    folders = {
+        "ditaccel": root / "ditaccel",
+        "ditaccel.kernels": root / "kernels",
+        "ditaccel.pipelines": root / "pipelines",
+    }
+    files = {}
+    for package, folder in folders.items():
+        for path in folder.rglob("*.py"):
+            name = ".".join((package, *path.relative_to(folder).with_suffix("").parts))
+            files[name.removesuffix(".__init__")] = path
+    return files

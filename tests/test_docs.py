@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import module_files
 
 from ditaccel.result_tables import DirectiveError, expand, fill, render
 
@@ -81,23 +82,12 @@ def test_every_cli_command_is_in_the_reference(site):
 
 
 def _public_classes() -> dict[str, list[str]]:
-    roots = {
-        "ditaccel": ROOT / "ditaccel",
-        "ditaccel.kernels": ROOT / "kernels",
-        "ditaccel.pipelines": ROOT / "pipelines",
-    }
     found = {}
-    for package, folder in roots.items():
-        for path in folder.rglob("*.py"):
-            name = ".".join((package, *path.relative_to(folder).with_suffix("").parts)).removesuffix(
-                ".__init__"
-            )
-            tree = ast.parse(path.read_text())
-            classes = [
-                n.name for n in tree.body if isinstance(n, ast.ClassDef) and not n.name.startswith("_")
-            ]
-            if classes:
-                found[name] = classes
+    for name, path in module_files().items():
+        tree = ast.parse(path.read_text())
+        classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef) and not n.name.startswith("_")]
+        if classes:
+            found[name] = classes
     return found
 
 

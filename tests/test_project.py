@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import module_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,22 +41,6 @@ def test_kernels_and_pipelines_ship_inside_the_package():
     assert ditaccel.kernels.__path__ == [str(ROOT / "kernels")]
     assert Path(ditaccel.kernels.attention.__file__).parent == ROOT / "kernels"
     assert Path(ditaccel.pipelines.__file__).parent == ROOT / "pipelines"
-
-
-def _module_files() -> dict[str, Path]:
-    """Every module of the installed package, by dotted name (kernels / pipelines mapped in)."""
-    roots = {
-        "ditaccel": ROOT / "ditaccel",
-        "ditaccel.kernels": ROOT / "kernels",
-        "ditaccel.pipelines": ROOT / "pipelines",
-    }
-    files = {}
-    for package, folder in roots.items():
-        for path in folder.rglob("*.py"):
-            parts = path.relative_to(folder).with_suffix("").parts
-            name = ".".join((package, *parts))
-            files[name.removesuffix(".__init__")] = path
-    return files
 
 
 def _import_time_edges(name: str, path: Path, modules: set[str]) -> set[str]:
@@ -96,7 +81,7 @@ def _import_time_edges(name: str, path: Path, modules: set[str]) -> set[str]:
 
 
 def test_no_import_circle_in_the_package():
-    files = _module_files()
+    files = module_files()
     graph = {name: _import_time_edges(name, path, set(files)) for name, path in files.items()}
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
