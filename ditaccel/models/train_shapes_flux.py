@@ -159,6 +159,22 @@ def _chroma(x: torch.Tensor) -> torch.Tensor:
 
 
 # --- stage 1 --------------------------------------------------------------------------------------
+def _crops(pool: list[np.ndarray], rng: np.random.Generator, cfg: TrainConfig) -> torch.Tensor:
+    """A batch of ``vae_crop`` random crops of random renders from ``pool``."""
+    crops = []
+    for i in rng.integers(0, len(pool), size=cfg.vae_batch):
+        img = pool[i]
+        y, x = (rng.integers(0, img.shape[k] - cfg.vae_crop + 1) for k in (0, 1))
+        crops.append(img[y : y + cfg.vae_crop, x : x + cfg.vae_crop])
+    return _to_tensor(crops)
+
+
+def _reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, cfg: TrainConfig, extra=0.0) -> torch.Tensor:
+    """L1, plus ``extra`` (the VAE's KL term), plus the chroma L1 and MSE (see ``vae_chroma``)."""
+    loss = (recon - x).abs().mean() + extra
+    return loss + cfg.vae_chroma * (_chroma(recon) - _chroma(x)).abs().mean() + F.mse_loss(recon, x)
+
+
 def train_vae(pipe: FluxPipeline, cfg: TrainConfig, rng: np.random.Generator, log: dict) -> None:
     vae = pipe.vae.train()
     pool = [
@@ -168,16 +184,10 @@ def train_vae(pipe: FluxPipeline, cfg: TrainConfig, rng: np.random.Generator, lo
     gen = torch.Generator().manual_seed(cfg.seed)
     losses = []
     for step in tqdm(range(cfg.vae_steps), desc="vae", mininterval=10):
-        crops = []
-        for i in rng.integers(0, len(pool), size=cfg.vae_batch):
-            img = pool[i]
-            y, x = (rng.integers(0, img.shape[k] - cfg.vae_crop + 1) for k in (0, 1))
-            crops.append(img[y : y + cfg.vae_crop, x : x + cfg.vae_crop])
-        x = _to_tensor(crops)
+        x = _crops(pool, rng, cfg)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(gen)).sample
-        loss = (recon - x).abs().mean() + cfg.vae_kl * posterior.kl().mean()
-        loss = loss + cfg.vae_chroma * (_chroma(recon) - _chroma(x)).abs().mean() + F.mse_loss(recon, x)
+        loss = _reconstruction_loss(recon, x, cfg, extra=cfg.vae_kl * posterior.kl().mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -201,40 +211,37 @@ def train_vae(pipe: FluxPipeline, cfg: TrainConfig, rng: np.random.Generator, lo
     tqdm.write(f"vae: {log['vae']}")
 
 
-def round_trip_accuracy(vae, cfg: TrainConfig) -> float:
-    """Share of held-out 128 px renders the checker still judges correct after encode + decode:
-    the ceiling the VAE puts on the whole pipeline's accuracy."""
+def round_trip(vae, cfg: TrainConfig) -> dict[str, float]:
+    """The VAE's round trip (encode, decode) of held-out 128 px renders: the share the checker still
+    judges correct (the ceiling the VAE puts on the whole pipeline's accuracy) and the pooled PSNR
+    (the ceiling on how well an edit can keep what it leaves alone)."""
     rng = np.random.default_rng(cfg.seed + 104729)
     scenes = [shapes.sample_scene(rng) for _ in range(cfg.eval_cases * 4)]
-    right = 0
+    right, squared = 0, 0.0
     with torch.no_grad():
         for scene in scenes:
-            x = _to_tensor([shapes.render(scene, arch.IMAGE_SIZE)])
+            render = shapes.render(scene, arch.IMAGE_SIZE)
+            x = _to_tensor([render]).to(vae.device)
             y = vae.decode(vae.encode(x).latent_dist.mode()).sample[0]
-            image = ((y.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+            image = ((y.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
             right += shapes.check_scene(image, scene).correct
-    return right / len(scenes)
+            squared += float((((image.astype(np.float64) - render) / 255.0) ** 2).mean())
+    return {
+        "round_trip_correct": right / len(scenes),
+        "round_trip_psnr_db": psnr_from_mse(squared / len(scenes)),
+    }
 
 
-def round_trip_psnr(vae, cfg: TrainConfig) -> float:
-    """PSNR (dB, pooled) of the VAE round trip on the same held-out renders as
-    ``round_trip_accuracy``: the ceiling on how well an edit can keep what it leaves alone."""
-    rng = np.random.default_rng(cfg.seed + 104729)
-    images = [shapes.render(shapes.sample_scene(rng), arch.IMAGE_SIZE) for _ in range(cfg.eval_cases * 4)]
-    with torch.no_grad():
-        x = _to_tensor(images).to(vae.device)
-        y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-    return psnr_from_mse(float(((y - x) / 2).pow(2).mean()))
+def round_trip_accuracy(vae, cfg: TrainConfig) -> float:
+    """The share of :func:`round_trip`'s renders the checker still judges correct."""
+    return round_trip(vae, cfg)["round_trip_correct"]
 
 
 def finetune_decoder(pipe: FluxPipeline, cfg: TrainConfig, rng: np.random.Generator, log: dict) -> None:
     """Stage 1b: the decoder (and its post-quant conv) of a trained VAE learns the current world's
     renders; the encoder is frozen, so latents, shift / scale and the denoiser's targets stay."""
     vae = pipe.vae
-    before = {
-        "round_trip_correct": round_trip_accuracy(vae, cfg),
-        "round_trip_psnr_db": round_trip_psnr(vae, cfg),
-    }
+    before = round_trip(vae, cfg)
     params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     vae.requires_grad_(False)
     for param in params:
@@ -244,25 +251,17 @@ def finetune_decoder(pipe: FluxPipeline, cfg: TrainConfig, rng: np.random.Genera
     opt = torch.optim.AdamW(params, lr=cfg.vae_lr / 4)
     losses = []
     for _ in tqdm(range(cfg.decoder_steps), desc="decoder", mininterval=10):
-        crops = []
-        for i in rng.integers(0, len(pool), size=cfg.vae_batch):
-            y, x = (int(v) for v in rng.integers(0, arch.IMAGE_SIZE - cfg.vae_crop + 1, size=2))
-            crops.append(pool[i][y : y + cfg.vae_crop, x : x + cfg.vae_crop])
-        x = _to_tensor(crops).to(vae.device)
+        x = _crops(pool, rng, cfg).to(vae.device)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
         recon = vae.decode(z).sample
-        loss = (recon - x).abs().mean() + cfg.vae_chroma * (_chroma(recon) - _chroma(x)).abs().mean()
-        loss = loss + F.mse_loss(recon, x)
+        loss = _reconstruction_loss(recon, x, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
     vae.eval().requires_grad_(False)
-    after = {
-        "round_trip_correct": round_trip_accuracy(vae, cfg),
-        "round_trip_psnr_db": round_trip_psnr(vae, cfg),
-    }
+    after = round_trip(vae, cfg)
     log["decoder"] = {"steps": cfg.decoder_steps, "final_loss": float(np.mean(losses[-50:] or [0])),
                       "before": before, "after": after}  # fmt: skip
     tqdm.write(f"decoder: {log['decoder']}")
