@@ -26,7 +26,14 @@ from ..bench import BenchSession, Pass
 from ..calibration.profile import shipped_profile
 from ..metrics.intervals import CONFIDENCE, interval, min_inputs, pooled_psnr
 from ..models import Case
-from .candidates import CandidateContext, applicable, combinations, proposed, sequence_length
+from .candidates import (
+    CandidateContext,
+    applicable,
+    combinations,
+    proposed,
+    sequence_length,
+    with_profiles,
+)
 from .report import write_outputs
 from .search import ETA, FIRST_INPUTS, Goal, Point, rung_sizes, successive_halving
 from .store import TuneStore, input_fingerprint
@@ -257,7 +264,7 @@ def run_tune(
     notes += profile_notes
 
     if config.candidates is not None:
-        specs = list(config.candidates)
+        specs = [with_profiles(spec, profile, edit_profile) for spec in config.candidates]
     else:
         from ..pipelines.accelerated import AcceleratedPipeline
 
