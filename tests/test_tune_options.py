@@ -55,10 +55,10 @@ def test_python_tune_stops_at_its_budget_and_a_rerun_goes_on(tmp_path, monkeypat
     prompts = ["a red circle", "a blue square", "a green triangle"]
     specs = ("deepcache:interval=2", "deepcache:interval=3", "adaptive-cache:threshold=0.3")
     options = dict(steps=2, runs=1, eta=2, group=1, candidates=specs, out=tmp_path)
-    # rung 1 (2 inputs): the plain pass and 3 candidates, each an untimed pass and a timed round
-    # of itself and the plain pipeline (3 x 2 images): 2 + 3 * 6 = 20 passes, 20 minutes. The
-    # deadline is checked before each candidate, so 19 minutes let rung 1 finish and stop rung 2.
-    cut = ditaccel.tune(pipe, prompts, budget_minutes=19, progress=clock.tick, **options)
+    # rung 1 (2 inputs) screens: the plain images (2 passes), then per candidate a timed plain and
+    # a timed candidate pass (4): 2 + 3 * 4 = 14 passes, 14 minutes. The deadline is checked before
+    # each candidate, so 13 minutes let rung 1 finish and stop rung 2.
+    cut = ditaccel.tune(pipe, prompts, budget_minutes=13, progress=clock.tick, **options)
     assert [r["inputs"] for r in cut.report["rungs"]] == [2, 3]
     assert len(cut.report["rungs"][0]["measured"]) == 3 and len(cut.report["rungs"][1]["measured"]) < 2
     assert any("time budget ran out on rung 2" in n for n in cut.notes)
