@@ -17,6 +17,7 @@ PROMPTS=${PROMPTS:-8}
 HOLDOUT=${HOLDOUT:-16}
 RUNS=${RUNS:-3}
 TARGET=${TARGET:-2}
+ETA=${ETA:-3}  # the tune's default
 TASKS=${TASKS:-t2i edit}
 DIR=${DIR:-docs/results/tune}
 mkdir -p "$DIR"
@@ -24,7 +25,7 @@ for task in $TASKS; do
   rm -rf "${DIR:?}/$task"  # a fresh tune: a resumed one would not be timed whole
   start=$(date +%s.%N)
   ditaccel tune --model "$MODEL" --task "$task" --steps "$STEPS" --prompts "$PROMPTS" --runs "$RUNS" \
-    --target-speedup "$TARGET" --out "$DIR/$task"
+    --target-speedup "$TARGET" --eta "$ETA" --out "$DIR/$task"
   tune_s=$(python -c "import sys; print(float(sys.argv[1]) - float(sys.argv[2]))" "$(date +%s.%N)" "$start")
   grid=()
   while IFS= read -r spec; do grid+=(--methods "$spec"); done \

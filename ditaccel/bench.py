@@ -118,8 +118,9 @@ def _sync(device: str) -> None:
 
 @dataclass
 class Pass:
-    """One spec's untimed pass over the inputs: its images, the transformer FLOPs counted per input
-    (total, attention) and the share of blocks a method served from a cache."""
+    """One spec's pass over the inputs: its images, the transformer FLOPs counted per input
+    (total, attention; empty where the pass did not count) and the share of blocks a method served
+    from a cache."""
 
     images: list[Any]
     flops: list[tuple[int, int]]
@@ -185,20 +186,41 @@ class BenchSession:
 
     def counting_pass(self, spec: str, inputs: list[models.Case], tick: Callable[[str], Any]) -> Pass:
         """Run ``spec`` once on every input, untimed: counted FLOPs and images (and warm-up)."""
+        return self._pass(spec, inputs, tick, count=True)[0]
+
+    def timed_pass(
+        self, spec: str, inputs: list[models.Case], tick: Callable[[str], Any]
+    ) -> tuple[Pass, list[list[float]]]:
+        """Run ``spec`` once on every input, timed and not counted (counting FLOPs slows a call
+        about 1.8x): images and seconds per input (as :meth:`timed_rounds`, one run). The cheap
+        measurement of a screening; no warm-up call precedes it."""
+        return self._pass(spec, inputs, tick, count=False)
+
+    def _pass(
+        self, spec: str, inputs: list[models.Case], tick: Callable[[str], Any], *, count: bool
+    ) -> tuple[Pass, list[list[float]]]:
         acc = AcceleratedPipeline.from_pipe(self.pipe, methods=spec)
-        result = Pass([], [], [])
+        result, times = Pass([], [], []), []
         try:
             for item in inputs:
-                with count_flops(acc.adapter.step_modules()) as counted:
-                    out = acc(**self.call_kwargs(item, acc))
+                kwargs = self.call_kwargs(item, acc)
+                if count:
+                    with count_flops(acc.adapter.step_modules()) as counted:
+                        out = acc(**kwargs)
+                    result.flops.append((counted.total, counted.attention))
+                else:
+                    _sync(self.device)
+                    start = time.perf_counter()
+                    out = acc(**kwargs)
+                    _sync(self.device)
+                    times.append([time.perf_counter() - start])
                 result.images.append(output_images(out))
-                result.flops.append((counted.total, counted.attention))
                 stats = acc.stats
                 result.reuse.append(stats.blocks_reused / max(stats.blocks_total, 1))
-                tick(f"count {spec}")
+                tick(f"{'count' if count else 'time'} {spec}")
         finally:
             acc.remove()
-        return result
+        return result, times
 
     def timed_rounds(
         self, specs: list[str], inputs: list[models.Case], runs: int, tick: Callable[[str], Any]
@@ -246,7 +268,7 @@ class BenchSession:
             "speedup": _wall(base_times) / wall,
             "transformer_gflops": gflops,
             "attention_gflops": _mean_g(run.flops, 1),
-            "flops_ratio": gflops / base_gflops if base_gflops else None,
+            "flops_ratio": gflops / base_gflops if gflops is not None and base_gflops else None,
             "psnr_db": None if plain else _set_psnr(run.images, base.images),
             # per input, for intervals over inputs (ditaccel.metrics.intervals); psnr_db pools them
             "mse_per_input": None if plain else _mse_per_input(run.images, base.images),
@@ -304,7 +326,9 @@ def _wall(per_input: list[list[float]]) -> float:
     return float(np.mean([statistics.median(runs) for runs in per_input]))
 
 
-def _mean_g(per_input: list[tuple[int, int]], index: int) -> float:
+def _mean_g(per_input: list[tuple[int, int]], index: int) -> float | None:
+    if not per_input:  # a pass that did not count
+        return None
     return float(np.mean([f[index] for f in per_input])) / 1e9
 
 

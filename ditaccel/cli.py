@@ -367,6 +367,7 @@ def tune_command(
                 model, bench_task, steps=steps, height=height, width=width, device=device, dtype=dtype,
                 inputs=inputs,
             )  # fmt: skip
+        _check_video_task(task, session.pipe, model)
     except (ValueError, TypeError, OSError) as exc:
         _fail(str(exc))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -387,6 +388,20 @@ def tune_command(
     console.print(recommendation_line(result.report), soft_wrap=True)  # a --methods string to copy whole
     for path in result.paths.values():
         console.print(f"wrote {path}", soft_wrap=True)
+
+
+def _check_video_task(task: str, pipe, model: str) -> None:
+    """``--task video`` names a text-to-video pipeline, and a text-to-video pipeline needs it."""
+    from .pipelines import adapter_for
+
+    served = adapter_for(pipe).task
+    if task == "video" and served != "t2v":
+        raise ValueError(
+            f"--task video needs a text-to-video pipeline; {model} serves {served}: "
+            f"use --task {'edit' if served in ('edit', 'inpaint') else 't2i'}"
+        )
+    if task != "video" and served == "t2v":
+        raise ValueError(f"{model} is a text-to-video pipeline: use --task video")
 
 
 def _embedded() -> list[str]:

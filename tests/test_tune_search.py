@@ -15,6 +15,7 @@ from ditaccel.tuning.search import (
     Point,
     choose,
     front,
+    keep_count,
     pareto_layers,
     rung_sizes,
     successive_halving,
@@ -110,14 +111,16 @@ def test_successive_halving_finds_the_point_of_the_front(target):
     result = successive_halving(list(world), [3, 9, 27], _measure(world, calls), Goal(target_speedup=target))
     assert result.complete and result.final == 2
     assert result.choice.point.spec == truth
-    # the last rung measures a third of a third, not everything
-    assert [len(c[2]) for c in calls] == [30, 10, 4]
+    # with a goal each rung keeps a third of the front measured before it (at least 2), not of all
+    kept = [max(2, math.ceil(len(front(list(result.rungs[i].values()))) / 3)) for i in (0, 1)]
+    assert [len(c[2]) for c in calls] == [30, *kept] and kept[0] < 10
     assert set(calls[2][2]) <= set(calls[1][2]) <= set(calls[0][2])
 
 
 def test_the_neighbourhood_saves_a_point_noise_pushed_off_the_front():
-    """On the first rung the true answer measures dominated (noise); being in the front's next
-    layer and nearest the goal, it is measured again and chosen (the other dominated points are not)."""
+    """Whole-front search: on the first rung the knee measures dominated (noise); being in the
+    front's next layer and nearest the knee, it is measured again and chosen (the other dominated
+    points are not)."""
     world = {"best": (2.1, 40.0), "decoy": (2.2, 38.0), "slow": (1.2, 50.0), "far": (3.0, 20.0)}
     world.update({"bad1": (1.1, 30.0), "bad2": (1.5, 25.0), "bad3": (1.3, 28.0), "bad4": (1.05, 45.0)})
     first = {"best": (2.1, 37.5)}  # measured worse than decoy on 2 inputs
@@ -125,9 +128,23 @@ def test_the_neighbourhood_saves_a_point_noise_pushed_off_the_front():
     def measure(specs, rung, count):
         return {s: Point(s, *(first.get(s, world[s]) if rung == 0 else world[s])) for s in specs}
 
-    result = successive_halving(list(world), [2, 8], measure, Goal(target_speedup=2.0), eta=2)
+    result = successive_halving(list(world), [2, 8], measure, Goal(), eta=2)
     assert result.choice.point.spec == "best"
     assert set(result.rungs[1]) == {"slow", "decoy", "far", "best"}
+
+
+def test_a_goal_keeps_a_share_of_the_front_not_of_everything():
+    front_points = [_p("a", 1.0, 50), _p("b", 2.0, 40), _p("c", 3.0, 30)]
+    below = [_p(f"x{i}", 1.0 + 0.1 * i, 20 - i) for i in range(9)]  # all dominated
+    points = front_points + below
+    assert keep_count(points, 3, Goal()) == 4  # the whole front: a third of all 12
+    assert keep_count(points, 3, Goal(target_speedup=2.0)) == 2  # a third of the front of 3, at least 2
+    assert keep_count(points, 2, Goal(min_psnr=35)) == 2
+    assert keep_count(points[:1], 3, Goal(min_psnr=35)) == 1  # never more than there are
+    assert survivors(points, keep_count(points, 3, Goal(target_speedup=2.0)), Goal(target_speedup=2.0)) == [
+        "b",
+        "c",
+    ]
 
 
 def test_budget_stops_and_recommends_from_the_deepest_complete_rung():

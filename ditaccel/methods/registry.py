@@ -49,7 +49,7 @@ def _takes_plus(item: str) -> bool:
     return typing.get_origin(hint) is typing.Literal and any("+" in str(c) for c in typing.get_args(hint))
 
 
-def _split_methods(spec: str) -> list[str]:
+def split_methods(spec: str) -> list[str]:
     """The method items of a spec: ``+`` joins methods, except inside a value that may hold one."""
     items: list[str] = []
     for part in spec.split("+"):
@@ -67,7 +67,7 @@ def parse_spec(spec: str) -> list[MethodConfig]:
     if not spec:
         return []
     configs = []
-    for item in _split_methods(spec):
+    for item in split_methods(spec):
         name, _, params_text = item.strip().partition(":")
         name = name.strip()
         if not name:

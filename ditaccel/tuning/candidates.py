@@ -25,7 +25,7 @@ from ..calibration.planner import DEFAULT_TARGETS
 from ..calibration.profile import Profile
 from ..hooks.install import register_hook, remove_hook
 from ..methods import resolve_methods
-from ..methods.registry import method_class
+from ..methods.registry import method_class, split_methods
 from ..methods.sparse_attention import SparseAttentionConfig
 from .search import Point, front
 
@@ -58,6 +58,19 @@ def _with_profile(spec: str, profile: Path | None) -> str:
     if profile is None:
         return spec
     return f"{spec}{',' if ':' in spec else ':'}profile={profile}"
+
+
+def with_profiles(spec: str, profile: Path | None, edit_profile: Path | None) -> str:
+    """``spec`` with the tune's profiles given to its ``calibrated-cache`` (``profile``) and
+    ``context-prune`` (``edit_profile``) parts that name none, so a user's ``--candidate`` runs
+    with the profile given or calibrated for this tune, as the proposed candidates do."""
+    parts = []
+    for part in split_methods(spec):
+        name, _, params = part.strip().partition(":")
+        given = {"calibrated-cache": profile, "context-prune": edit_profile}.get(name.strip())
+        names = {pair.partition("=")[0].strip() for pair in params.split(",")} if params else set()
+        parts.append(part.strip() if "profile" in names else _with_profile(part.strip(), given))
+    return "+".join(parts)
 
 
 def cache_ratios(profile: Path | None) -> tuple[float, ...]:

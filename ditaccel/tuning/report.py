@@ -33,6 +33,25 @@ def _y(psnr_db: float) -> float:
     return min(float(psnr_db), PSNR_CEILING_DB)
 
 
+def _label(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Each point's spec beside it; labels of points that lie close together are stacked downwards
+    (one line each) so they stay readable."""
+    xs = [r["speedup"] for r in rows]
+    ys = [_y(r["psnr_db"]) for r in rows]
+    if not rows:
+        return
+    x_span = (max(xs) - min(xs)) or 1.0
+    y_span = (max(ys) - min(ys)) or 1.0
+    placed: list[tuple[float, float]] = []
+    for row, x, y in sorted(zip(rows, xs, ys, strict=True), key=lambda item: (-item[2], item[1])):
+        near = sum(1 for px, py in placed if abs(px - x) < 0.15 * x_span and abs(py - y) < 0.08 * y_span)
+        placed.append((x, y))
+        ax.annotate(
+            row["method"], (x, y), fontsize=6, xytext=(6, 3 - 9 * near), textcoords="offset points",
+            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if near else None,
+        )  # fmt: skip
+
+
 def front_plot(report: dict[str, Any], path: str | Path) -> Path:
     """Speedup vs PSNR of the rung the front was read on (earlier rungs faded), each point
     labelled with its spec, the front joined, the recommended setting ringed, the goal drawn."""
@@ -45,7 +64,10 @@ def front_plot(report: dict[str, Any], path: str | Path) -> Path:
         points = [(m["speedup"], _y(m["psnr_db"])) for m in rung["measured"]]
         if points:
             ax.plot(
-                *zip(*points, strict=True), ".", color="0.75", label=f"{rung['inputs']} inputs, 1 timed run"
+                *zip(*points, strict=True),
+                ".",
+                color="0.75",
+                label=f"{rung['inputs']} inputs, screened (1 timed pass)",
             )
     ax.plot(
         [r["speedup"] for r in rows], [_y(r["psnr_db"]) for r in rows], "o", color="tab:blue",
@@ -55,11 +77,7 @@ def front_plot(report: dict[str, Any], path: str | Path) -> Path:
     ax.plot(
         [r["speedup"] for r in front], [_y(r["psnr_db"]) for r in front], "-", color="tab:blue", label="front"
     )
-    for row in rows:
-        ax.annotate(
-            row["method"], (row["speedup"], _y(row["psnr_db"])), fontsize=6, xytext=(3, 3),
-            textcoords="offset points", rotation=12,
-        )  # fmt: skip
+    _label(ax, rows)
     best = report["recommended"]
     ax.plot(
         [best["speedup"]], [_y(best["psnr_db"])], "o", ms=14, mfc="none", mec="tab:red", label="recommended"

@@ -1,13 +1,16 @@
 """``ditaccel tune`` / :func:`ditaccel.tune`: measure the candidates the way the bench does and
 search them by successive halving, resumable from the output folder.
 
-Each rung measures its candidates in groups of ``group``: an untimed pass of each (counted FLOPs,
-images, warm-up: the bench's :meth:`~ditaccel.bench.BenchSession.counting_pass`), then timed rounds
-alternating the plain pipeline and the group's candidates on the rung's inputs (the bench's
-:meth:`~ditaccel.bench.BenchSession.timed_rounds`; one round on the first rungs, ``runs`` on the
-last), and the bench's result row against the plain pipeline's images. So every speedup is a ratio
-of medians taken minutes apart at most, in one process, on the user's device. Intervals are paired
-bootstrap intervals over the inputs (:mod:`ditaccel.metrics.intervals`).
+Each rung measures its candidates in groups of ``group``. The last rung measures as the bench
+does: an untimed pass of each (counted FLOPs, images, warm-up: the bench's
+:meth:`~ditaccel.bench.BenchSession.counting_pass`), then ``runs`` timed rounds alternating the
+plain pipeline and the group's candidates (:meth:`~ditaccel.bench.BenchSession.timed_rounds`), and
+the bench's result row against the plain pipeline's images. The rungs before it only screen: one
+timed, uncounted pass of the plain pipeline and then of each candidate
+(:meth:`~ditaccel.bench.BenchSession.timed_pass`), images and seconds from the same calls, since
+the search reads speedup and PSNR only and counting FLOPs slows a call about 1.8x. So every speedup
+is a ratio of times taken minutes apart at most, in one process, on the user's device. Intervals
+are paired bootstrap intervals over the inputs (:mod:`ditaccel.metrics.intervals`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,14 @@ from ..bench import BenchSession, Pass
 from ..calibration.profile import shipped_profile
 from ..metrics.intervals import CONFIDENCE, interval, min_inputs, pooled_psnr
 from ..models import Case
-from .candidates import CandidateContext, applicable, combinations, proposed, sequence_length
+from .candidates import (
+    CandidateContext,
+    applicable,
+    combinations,
+    proposed,
+    sequence_length,
+    with_profiles,
+)
 from .report import write_outputs
 from .search import ETA, FIRST_INPUTS, Goal, Point, rung_sizes, successive_halving
 from .store import TuneStore, input_fingerprint
@@ -125,12 +135,17 @@ class _Measurer:
         self.failed: dict[str, str] = {}
         self.measured_now = 0
 
-    def _plain(self, count: int) -> Pass:
+    def _plain(self, count: int, counted: bool) -> Pass:
         stored = self.store.get_plain(count)
         if stored is not None:
             images, flops = stored
             return Pass(images, flops, [0.0] * count)
-        plain = self.session.counting_pass("none", self.inputs[:count], self.tick)
+        inputs = self.inputs[:count]
+        plain = (
+            self.session.counting_pass("none", inputs, self.tick)
+            if counted
+            else self.session.timed_pass("none", inputs, self.tick)[0]
+        )
         self.store.put_plain(count, plain.images, plain.flops)
         return plain
 
@@ -139,14 +154,18 @@ class _Measurer:
 
     def __call__(self, specs: list[str], rung: int, count: int) -> dict[str, Point | None]:
         inputs = self.inputs[:count]
-        runs = self.config.runs if rung == len(self.sizes) - 1 else 1
+        last = rung == len(self.sizes) - 1
         todo = [s for s in specs if self.store.get(count, s) is None]
         if todo and not self._out_of_time():
-            base = self._plain(count)
+            base = self._plain(count, counted=last)
             for start in range(0, len(todo), self.config.group):
                 if self._out_of_time():
                     break
-                self._measure_group(todo[start : start + self.config.group], inputs, runs, base)
+                group = todo[start : start + self.config.group]
+                if last:
+                    self._measure_group(group, inputs, self.config.runs, base)
+                else:
+                    self._screen_group(group, inputs, base)
         answers: dict[str, Point | None] = {}
         for spec in specs:
             record = self.store.get(count, spec)
@@ -158,6 +177,22 @@ class _Measurer:
             else:
                 answers[spec] = _point(record)
         return answers
+
+    def _screen_group(self, group: list[str], inputs: list[Case], base: Pass) -> None:
+        """A rung before the last: one timed, uncounted pass of each (images and seconds from the
+        same calls) after one of the plain pipeline; no FLOPs (the search does not use them)."""
+        plain_times = self.session.timed_pass("none", inputs, self.tick)[1]
+        for spec in group:
+            try:
+                run, times = self.session.timed_pass(spec, inputs, self.tick)
+            except ValueError as exc:  # a setting the pipeline refuses only at call time
+                self.store.put(len(inputs), spec, {"failed": str(exc)})
+                continue
+            row = self.session.result_row(spec, run, times, base, plain_times, inputs)
+            row.update(self._intervals(row, times, plain_times))
+            row.update({"inputs": len(inputs), "runs": 1, "screening": True})
+            self.store.put(len(inputs), spec, row)
+            self.measured_now += 1
 
     def _measure_group(self, group: list[str], inputs: list[Case], runs: int, base: Pass) -> None:
         passes: dict[str, Pass] = {}
@@ -257,7 +292,7 @@ def run_tune(
     notes += profile_notes
 
     if config.candidates is not None:
-        specs = list(config.candidates)
+        specs = [with_profiles(spec, profile, edit_profile) for spec in config.candidates]
     else:
         from ..pipelines.accelerated import AcceleratedPipeline
 
@@ -363,9 +398,11 @@ def _planned_calls(candidates: int, sizes: list[int], config: TuneConfig) -> int
     combinations and resumed measurements change it, and the bar is corrected at the end)."""
     total, alive = 0, candidates
     for i, n in enumerate(sizes):
-        runs = config.runs if i == len(sizes) - 1 else 1
         groups = -(-alive // config.group)
-        total += n + alive * n * (1 + runs) + groups * n * runs
+        if i == len(sizes) - 1:  # counted passes, then timed rounds with the plain pipeline per group
+            total += n + alive * n * (1 + config.runs) + groups * n * config.runs
+        else:  # one timed pass each, the plain pipeline's per group (and its images once)
+            total += n + alive * n + groups * n
         alive = -(-alive // config.eta)
     return total
 

@@ -3,10 +3,12 @@
 Every candidate is first measured on a few inputs with one timed run (cheap, noisy); only those in
 the front's neighbourhood go on to more inputs and the full timed runs. The rung sizes grow by a
 factor ``eta`` up to all the inputs, and each rung keeps ``ceil(candidates / eta)`` of them
-(successive halving, Jamieson & Talwalkar 2016; ``eta=3`` as in Hyperband, Li et al. 2018). Which
-ones: whole Pareto layers in (speedup, PSNR) order (the front, then what the front alone
-dominates, ...), and within a layer those nearest the goal, so a point that noise on a few inputs
-pushed just off the front still gets measured properly.
+(successive halving, Jamieson & Talwalkar 2016; ``eta=3`` as in Hyperband, Li et al. 2018); with a
+goal (a target speedup or a minimum PSNR), ``ceil(front / eta)`` of them, at least 2, since only
+the front's points near the goal can be its answer. Which ones: whole Pareto layers in (speedup,
+PSNR) order (the front, then what the front alone dominates, ...), and within a layer those
+nearest the goal, so that for the whole front a point that noise on a few inputs pushed just off
+it still gets measured properly.
 
 Nothing here measures: :func:`successive_halving` takes a ``measure`` callable, so the search is
 tested on synthetic measurements and :mod:`ditaccel.tuning.run` supplies the bench's.
@@ -131,6 +133,15 @@ def goal_distance(point: Point, goal: Goal, points: Sequence[Point]) -> float:
     return math.hypot(1.0 - x, 1.0 - y)
 
 
+def keep_count(points: Sequence[Point], eta: int, goal: Goal) -> int:
+    """How many of ``points`` go on to the next rung: ``1/eta`` of them; with a goal, ``1/eta`` of
+    the front (at least 2), since a goal's answer is the front's point nearest it and the rest of
+    the front, far from the goal, only costs full measurements."""
+    if goal.kind == "front":
+        return math.ceil(len(points) / eta)
+    return min(len(points), max(2, math.ceil(len(front(points)) / eta)))
+
+
 def survivors(points: Sequence[Point], keep: int, goal: Goal) -> list[str]:
     """The ``keep`` specs that go on to the next rung: by Pareto layer, then by goal distance."""
     layers = pareto_layers(points)
@@ -246,7 +257,7 @@ def successive_halving(
         if not points:
             break
         if index + 1 < len(sizes):
-            alive = survivors(list(points.values()), math.ceil(len(points) / eta), goal)
+            alive = survivors(list(points.values()), keep_count(list(points.values()), eta, goal), goal)
     complete_rungs = [i for i, (pts, asked) in enumerate(zip(result.rungs, result.asked, strict=True)) if pts and len(pts) == len(asked)]  # fmt: skip
     measured = [i for i, pts in enumerate(result.rungs) if pts]
     if not measured:
