@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 from diffusers import FluxKontextPipeline, FluxPipeline
 from PIL import Image
@@ -144,6 +145,29 @@ def test_edit_items_mark_the_tokens_the_edit_leaves_alone():
     expected = np.stack([1 - _token_share(shapes.edit_mask(p, 64), 64) for p in pairs])
     assert np.allclose(buckets["edit-64"].keep.numpy(), expected)
     assert buckets["t2i-64"].keep is None and buckets["edit-64"].labels.shape == (3, 64)
+
+
+def test_anchor_focus_is_one_map_that_covers_every_shape_a_scene_can_hold():
+    """focus="anchors" weighs tokens by position alone (unbiased), and every shape lies inside."""
+    from ditaccel import shapes
+    from ditaccel.models import shapes_flux as arch
+    from ditaccel.models.train_shapes_flux import _token_share, anchor_focus, build_buckets
+
+    area = anchor_focus(128)
+    for kind in shapes.KINDS:
+        for size in shapes.SIZES:
+            for position in shapes.ANCHORS:
+                covered = shapes.shape_coverage(shapes.Shape(kind, "red", size, position), 128)
+                assert (covered <= area + 1e-6).all(), (kind, size, position)
+    assert 0.25 < area.mean() < 0.4  # the anchors' boxes, not the whole picture
+    pipe = arch.build_pipeline([*shapes.vocabulary(), ","])
+    cfg = replace(TrainConfig.smoke(None), buckets={"t2i-64": 3}, focus="anchors")
+    focus = build_buckets(pipe, cfg, np.random.default_rng(5))["t2i-64"].focus.numpy()
+    assert np.allclose(focus, _token_share(anchor_focus(64), 64)[None].repeat(3, 0))
+    objects = build_buckets(pipe, replace(cfg, focus="objects"), np.random.default_rng(5))["t2i-64"].focus
+    assert not np.allclose(objects.numpy(), focus)  # the default weighs the target's own objects
+    with pytest.raises(ValueError, match="focus must be"):
+        TrainConfig(focus="everything")
 
 
 def test_gpu_training_script_dry_run(tmp_path):

@@ -105,6 +105,13 @@ class TrainConfig:
     )
     # Tokens an object covers (for edits: also the changed region) weigh 1 + this in the loss.
     object_weight: float = 8.0
+    # Which text-to-image tokens object_weight weighs: "objects" (those the target's objects cover)
+    # or "anchors" (those any shape at any of the world's anchors may cover: the same for every
+    # scene). A weight that depends on the target biases the minimiser: where the noisy input leaves
+    # it unsure whether an object is there, an object weighs 1 + object_weight and background 1, so
+    # the weighted optimum paints an object (extra objects) and bleeds its colour past its outline
+    # (blobs for triangles and circles). A weight fixed by position is unbiased.
+    focus: str = "objects"
     # Logit-normal timesteps: sigmoid(mean + std * N(0, 1)); mean > 0 favours high noise, where
     # layout, kind and colour are decided.
     t_mean: float = 0.5
@@ -136,6 +143,10 @@ class TrainConfig:
     # what each target token shows (background kind, or an object's colour and kind); its
     # cross-entropy, times this, joins the flow loss. At high noise only the caption can tell.
     parse_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.focus not in ("objects", "anchors"):
+            raise ValueError(f"focus must be 'objects' or 'anchors', got {self.focus!r}")
 
     @classmethod
     def smoke(cls, out: Path) -> TrainConfig:
@@ -295,6 +306,13 @@ def _scene_focus(scene, size: int) -> np.ndarray:
     return np.minimum(covered, 1.0)
 
 
+def anchor_focus(size: int) -> np.ndarray:
+    """Pixels some shape at some anchor may cover (a large square's box at every anchor): where a
+    caption decides what is drawn, whatever it says."""
+    boxes = [shapes.shape_coverage(shapes.Shape("square", "red", "large", p), size) for p in shapes.ANCHORS]
+    return np.max(boxes, axis=0)
+
+
 # Scene-parse classes of a token: the background kinds, then (colour, kind) of an object.
 PARSE_CLASSES = len(shapes.BACKGROUNDS) + len(shapes.COLORS) * len(shapes.KINDS)
 
@@ -344,7 +362,7 @@ def build_buckets(pipe: FluxPipeline, cfg: TrainConfig, rng: np.random.Generator
             scenes = [shapes.sample_scene(rng) for _ in range(count)]
             latents = _encode(pipe, [shapes.render(s, size) for s in scenes])
             texts, references = [s.caption() for s in scenes], None
-            masks = [_scene_focus(s, size) for s in scenes]
+            masks = [anchor_focus(size) if cfg.focus == "anchors" else _scene_focus(s, size) for s in scenes]
             targets, keep = scenes, None
         else:
             pairs = [shapes.sample_edit(rng) for _ in range(count)]
