@@ -105,6 +105,28 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path):
     assert "vae" in log  # the stages before the denoiser are carried into the resumed run's record
 
 
+def test_a_state_exports_as_a_model_folder_while_its_run_goes_on(tmp_path):
+    """A checkpoint of a run in progress ships as a model folder whose record is the trainer's own
+    (stop_after at the state's step, the model it fine-tuned from under ``continues``); exporting a
+    later checkpoint over it keeps that model's record, not the earlier export's."""
+    from ditaccel.models.train_state import export
+
+    first = train(TrainConfig.smoke(tmp_path / "first"))
+    cfg = replace(TrainConfig.smoke(tmp_path / "run"), init=first, steps=4, state=tmp_path / "state")
+    train(replace(cfg, stop_after=2))
+    shipped = export(tmp_path / "state", first)
+    log = json.loads((shipped / "training.json").read_text())
+    assert log["config"]["stop_after"] == 2 and log["denoiser"]["steps"] == 2
+    assert log["continues"]["config"]["out"] == str(tmp_path / "first") and "denoiser" in log["continues"]
+    a, b = _weights(shipped), _weights(tmp_path / "state" / "pipeline")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not any("_name_or_path" in json.loads(f.read_text()) for f in shipped.glob("*/config.json"))
+    FluxKontextPipeline.from_pretrained(shipped)  # the editing pipeline loads from it too
+    train(cfg)  # the run goes on to its end and is exported again over the same folder
+    log = json.loads((export(tmp_path / "state", first) / "training.json").read_text())
+    assert log["config"]["stop_after"] == 4 and log["continues"]["config"]["out"] == str(tmp_path / "first")
+
+
 def test_resuming_with_other_settings_is_refused_unless_amended(tmp_path):
     import pytest
 

@@ -100,3 +100,58 @@ def load(
     record = json.loads((folder / "progress.json").read_text())
     rng.bit_generator.state = record["numpy_rng"]
     return Progress(**record["progress"]), record["config"]
+
+
+def export(folder: Path, out: Path) -> Path:
+    """Write the state's EMA pipeline to ``out`` as a finished model folder, with the
+    ``training.json`` the trainer writes at the end of a run (the config with ``stop_after`` at the
+    state's step, the denoiser's record, ``continues``: the record of the model it started from).
+    How a checkpoint of a run still in progress is shipped: the run itself continues from ``folder``."""
+    folder, out = Path(folder), Path(out)
+    record = json.loads((folder / "progress.json").read_text())
+    progress = Progress(**record["progress"])
+    config = {**record["config"], "stop_after": progress.step}
+    log: dict = {"config": config, **progress.stages}
+    init = config.get("init")
+    if init is not None and (Path(init) / "training.json").is_file():
+        previous = json.loads((Path(init) / "training.json").read_text())
+        # an earlier checkpoint of this run, exported over the model it started from: that model's record
+        log["continues"] = previous["continues"] if "exported_from" in previous else previous
+    log["denoiser"] = {
+        "steps": progress.step,
+        "seconds": progress.seconds,
+        "loss_curve": progress.losses,
+        "eval": progress.evals,
+        "legs": progress.legs,
+    }
+    log["total_seconds"] = progress.seconds
+    log["exported_from"] = {"state": str(folder), "step": progress.step}
+    out.mkdir(parents=True, exist_ok=True)
+    for part in (folder / "pipeline").iterdir():
+        target = out / part.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        (shutil.copytree if part.is_dir() else shutil.copy2)(part, target)
+    for config_file in out.glob("*/config.json"):  # where the state's copy was loaded from: not the model's
+        component = json.loads(config_file.read_text())
+        if component.pop("_name_or_path", None) is not None:
+            config_file.write_text(json.dumps(component, indent=2, sort_keys=True) + "\n")
+    (out / "training.json").write_text(json.dumps(log, indent=1))
+    return out
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Export a training state's EMA pipeline as a model folder.")
+    parser.add_argument("state", type=Path, help="a state folder (--state of the trainer)")
+    parser.add_argument("out", type=Path, help="the model folder to write (e.g. ditaccel/models/shapes-flux)")
+    args = parser.parse_args()
+    print(
+        f"exported step {json.loads((args.state / 'progress.json').read_text())['progress']['step']} "
+        f"to {export(args.state, args.out)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
