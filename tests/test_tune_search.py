@@ -147,6 +147,53 @@ def test_a_goal_keeps_a_share_of_the_front_not_of_everything():
     ]
 
 
+def test_a_goal_measures_again_what_its_noise_may_lift_over_the_line():
+    """Screened at 1.9x and dominated there, ``near`` may truly reach 2x within its noise, and then
+    it beats the best point that surely reaches it: with its noise it goes on right after that one;
+    without noise (or too far below) Pareto order keeps the point that dominates it instead."""
+    safe, near = Point("safe", 2.5, 40.0, speedup_sigma=0.04), Point("near", 1.9, 45.0, speedup_sigma=0.04)
+    others = [Point("fast", 3.0, 30.0), Point("slow", 1.2, 55.0), Point("over", 1.95, 50.0)]
+    goal, z = Goal(target_speedup=2.0), 1.645
+    assert survivors([safe, near, *others], 2, goal, z) == ["safe", "near"]
+    assert survivors([safe, near, *others], 2, goal, z=0.0) == ["safe", "over"]
+    far = Point("far", 1.7, 45.0, speedup_sigma=0.04)  # 16% below: beyond 1.645 standard errors
+    assert survivors([safe, far, *others], 2, goal, z) == ["safe", "over"]
+    knee = Point("knee", 1.95, 49.0, speedup_sigma=0.04)  # as likely to reach 2x, and better still
+    assert survivors([safe, near, knee, *others], 3, goal, z) == ["safe", "knee", "near"]
+    # a PSNR goal the same way round: "close" may reach 40 dB, and it is faster than "sure"
+    sure, close = Point("sure", 1.5, 44.0, psnr_sigma=1.0), Point("close", 2.4, 39.0, psnr_sigma=1.0)
+    points = [sure, close, Point("over", 2.5, 39.5), Point("low", 3.0, 30.0), Point("best", 1.1, 60.0)]
+    assert survivors(points, 2, Goal(min_psnr=40.0), z) == ["sure", "close"]
+    assert survivors(points, 2, Goal(min_psnr=40.0), 0.0) == ["sure", "over"]
+    # where nothing surely reaches the goal, the one nearest it leads
+    assert survivors([near, others[1]], 1, goal, z) == ["near"]
+
+
+def test_screening_noise_is_read_from_the_passes():
+    """A screening row's speedup noise: the spread of its per-input ratios plus twice the drift of
+    a pass's mean time between the plain pipeline's passes (one per group); its PSNR noise: the
+    delta-method standard error of the pooled MSE."""
+    from ditaccel.tuning.run import _point, pass_drift
+
+    plain_a, plain_b = [1.0, 2.0, 3.0], [1.1, 2.2, 3.3]  # the second plain pass 10% slower throughout
+    rows = [
+        {"method": "x", "speedup": 2.0, "psnr_db": 40.0, "screening": True, "plain_wall_per_input": plain_a,
+         "wall_per_input": [0.5, 1.0, 1.5], "mse_per_input": [1e-4, 1e-4, 1e-4]},
+        {"method": "y", "speedup": 2.0, "psnr_db": 40.0, "screening": True, "plain_wall_per_input": plain_b,
+         "wall_per_input": [0.5, 1.2, 1.5], "mse_per_input": [1e-4, 2e-4, 3e-4]},
+    ]  # fmt: skip
+    drift = pass_drift(rows)
+    assert drift == pytest.approx(0.5 * math.log(1.1) ** 2)  # two passes: ddof=1 variance
+    assert pass_drift(rows[:1]) == 0.0 and pass_drift([{**rows[0], "screening": False}, rows[1]]) == 0.0
+    x, y = _point(rows[0], drift), _point(rows[1], drift)
+    assert x.speedup_sigma == pytest.approx(math.sqrt(2 * drift)) and x.psnr_sigma == 0.0
+    ratios = np.log(np.array(plain_b) / np.array([0.5, 1.2, 1.5]))
+    assert y.speedup_sigma == pytest.approx(math.sqrt(ratios.var(ddof=1) / 3 + 2 * drift))
+    assert y.psnr_sigma == pytest.approx(10 / math.log(10) * np.std([1, 2, 3], ddof=1) / (2 * math.sqrt(3)))
+    final = _point({**rows[1], "screening": False}, drift)  # a last-rung row: no band
+    assert final.speedup_sigma == 0.0 and final.psnr_sigma == 0.0
+
+
 def test_budget_stops_and_recommends_from_the_deepest_complete_rung():
     world = _synthetic_world(9)
 

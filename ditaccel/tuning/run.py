@@ -117,10 +117,34 @@ def _task(session: BenchSession) -> str:
     return "edit" if session.task in ("edit", "inpaint") else session.task
 
 
-def _point(record: dict[str, Any]) -> Point:
+def _point(record: dict[str, Any], drift: float = 0.0) -> Point:
+    """The search's view of a stored row; a screening row also carries its noise: the standard
+    error of its log speedup (the spread of the per-input ratios, plus ``drift``, the variance of a
+    timed pass's log mean time from one pass to the next, once for the plain pass and once for its
+    own) and of its PSNR over the inputs (delta method on the pooled MSE)."""
+    speedup_sigma = psnr_sigma = 0.0
+    if record.get("screening"):
+        ratios = np.log(np.asarray(record["plain_wall_per_input"]) / np.asarray(record["wall_per_input"]))
+        n = len(ratios)
+        spread = float(np.var(ratios, ddof=1)) / n if n > 1 else 0.0
+        speedup_sigma = float(np.sqrt(spread + 2.0 * drift))
+        mse = np.asarray(record.get("mse_per_input") or [], dtype=float)
+        if len(mse) > 1 and mse.mean() > 0:
+            psnr_sigma = float(10.0 / np.log(10.0) * mse.std(ddof=1) / (mse.mean() * np.sqrt(len(mse))))
     return Point(
-        record["method"], float(record["speedup"]), float(record["psnr_db"]), record.get("flops_ratio")
-    )
+        record["method"], float(record["speedup"]), float(record["psnr_db"]), record.get("flops_ratio"),
+        speedup_sigma, psnr_sigma,
+    )  # fmt: skip
+
+
+def pass_drift(records: list[dict[str, Any]]) -> float:
+    """Variance of the log mean time of the plain pipeline's screening passes on the same inputs
+    (one per group): how much a pass's speed moves from one minute to the next on this device,
+    whatever runs. 0 with fewer than two passes."""
+    passes = {tuple(r["plain_wall_per_input"]) for r in records if r.get("screening")}
+    if len(passes) < 2:
+        return 0.0
+    return float(np.var([np.log(np.mean(p)) for p in passes], ddof=1))
 
 
 class _Measurer:
@@ -167,15 +191,16 @@ class _Measurer:
                 else:
                     self._screen_group(group, inputs, base)
         answers: dict[str, Point | None] = {}
-        for spec in specs:
-            record = self.store.get(count, spec)
+        records = {spec: self.store.get(count, spec) for spec in specs}
+        drift = pass_drift([r for r in self.store.measured(count) if not r.get("failed")])
+        for spec, record in records.items():
             if record is None:
                 continue  # not measured: out of time
             if record.get("failed"):
                 self.failed[spec] = record["failed"]
                 answers[spec] = None
             else:
-                answers[spec] = _point(record)
+                answers[spec] = _point(record, drift)
         return answers
 
     def _screen_group(self, group: list[str], inputs: list[Case], base: Pass) -> None:
@@ -313,7 +338,8 @@ def run_tune(
         planned(_planned_calls(len(specs), sizes, config))
     measure = _Measurer(session, inputs, store, config, sizes, tick, deadline)
     extend = None if config.candidates is not None else _extender(session.pipe)
-    search = successive_halving(specs, sizes, measure, config.goal, config.eta, extend=extend)
+    z = statistics.NormalDist().inv_cdf(config.confidence)  # a one-sided band at the tune's confidence
+    search = successive_halving(specs, sizes, measure, config.goal, config.eta, extend=extend, z=z)
     notes += search.notes
     final = sizes[search.final]
     needed = min_inputs(config.confidence)
@@ -358,6 +384,8 @@ def run_tune(
                         "speedup": p.speedup,
                         "psnr_db": p.psnr_db,
                         "flops_ratio": p.flops_ratio,
+                        "speedup_sigma": p.speedup_sigma,
+                        "psnr_sigma": p.psnr_sigma,
                     }
                     for p in points.values()
                 ],

@@ -67,6 +67,8 @@ class Point:
     speedup: float
     psnr_db: float
     flops_ratio: float | None = None
+    speedup_sigma: float = 0.0  # standard error of log(speedup): timing noise of the measurement
+    psnr_sigma: float = 0.0  # standard error of the PSNR (dB) over the inputs
 
     @property
     def quality(self) -> float:
@@ -142,13 +144,40 @@ def keep_count(points: Sequence[Point], eta: int, goal: Goal) -> int:
     return min(len(points), max(2, math.ceil(len(front(points)) / eta)))
 
 
-def survivors(points: Sequence[Point], keep: int, goal: Goal) -> list[str]:
-    """The ``keep`` specs that go on to the next rung: by Pareto layer, then by goal distance."""
+def _reach(point: Point, goal: Goal, z: float) -> tuple[float, float]:
+    """How far ``point`` lies beyond the goal's line (log speedup over the target, or dB over the
+    minimum), at the low and at the high end of its noise band (``z`` standard errors)."""
+    if goal.kind == "speedup":
+        value, sigma = math.log(point.speedup / goal.target_speedup), point.speedup_sigma
+    else:
+        value, sigma = point.quality - goal.min_psnr, point.psnr_sigma
+    return value - z * sigma, value + z * sigma
+
+
+def _goal_first(points: Sequence[Point], goal: Goal, z: float) -> list[str]:
+    """With a goal: the best point that meets it beyond its noise (where none does, the one that
+    comes closest), then every point that might meet it within its noise and would beat that one,
+    best first (by PSNR for a speedup goal, by speedup for a PSNR goal)."""
+    better = (
+        (lambda p: (p.quality, p.speedup)) if goal.kind == "speedup" else (lambda p: (p.speedup, p.quality))
+    )
+    sure = [p for p in points if _reach(p, goal, z)[0] >= 0]
+    anchor = max(sure, key=better) if sure else max(points, key=lambda p: (_reach(p, goal, z)[1], better(p)))
+    might = [p for p in points if _reach(p, goal, z)[1] >= 0 and better(p) > better(anchor)]
+    return [anchor.spec, *(p.spec for p in sorted(might, key=better, reverse=True))]
+
+
+def survivors(points: Sequence[Point], keep: int, goal: Goal, z: float = 0.0) -> list[str]:
+    """The ``keep`` specs that go on to the next rung. With a goal, first those that may be its
+    answer given their noise (``z`` standard errors; see the module's docstring); then, and for the
+    whole front, by Pareto layer and within a layer by goal distance."""
     layers = pareto_layers(points)
     rank = {
         p.spec: (i, goal_distance(p, goal, points), p.spec) for i, layer in enumerate(layers) for p in layer
     }
-    return sorted(rank, key=rank.__getitem__)[:keep]
+    first = _goal_first(points, goal, z) if goal.kind != "front" else []
+    rest = sorted((s for s in rank if s not in first), key=rank.__getitem__)
+    return [*first, *rest][:keep]
 
 
 def choose(points: Sequence[Point], goal: Goal) -> Choice:
@@ -225,10 +254,12 @@ def successive_halving(
     goal: Goal,
     eta: int = ETA,
     extend: Callable[[dict[str, Point]], list[str]] | None = None,
+    z: float = 0.0,
 ) -> SearchResult:
     """Measure ``candidates`` rung by rung (``sizes``: inputs per rung), keeping the front's
     neighbourhood each time. ``extend``: called with the first rung's points, returns further
-    candidates (combinations of the settings on the front) measured on the first rung too."""
+    candidates (combinations of the settings on the front) measured on the first rung too. ``z``:
+    how many standard errors of a point's noise a goal allows for when choosing the survivors."""
     if not candidates:
         raise ValueError("no candidate applies to this pipeline: nothing to tune")
     result = SearchResult(sizes=list(sizes))
@@ -257,7 +288,7 @@ def successive_halving(
         if not points:
             break
         if index + 1 < len(sizes):
-            alive = survivors(list(points.values()), keep_count(list(points.values()), eta, goal), goal)
+            alive = survivors(list(points.values()), keep_count(list(points.values()), eta, goal), goal, z)
     complete_rungs = [i for i, (pts, asked) in enumerate(zip(result.rungs, result.asked, strict=True)) if pts and len(pts) == len(asked)]  # fmt: skip
     measured = [i for i, pts in enumerate(result.rungs) if pts]
     if not measured:
