@@ -652,13 +652,7 @@ def train_denoiser(pipe, buckets, cfg: TrainConfig, rng, log: dict, deadline: fl
     for name, avg in zip(TRAINED, ema, strict=True):
         live[name].load_state_dict(avg.state_dict())
         live[name].eval().requires_grad_(False)
-    log["denoiser"] = {
-        "steps": progress.step,
-        "seconds": progress.seconds,
-        "loss_curve": progress.losses,
-        "eval": progress.evals,
-        "legs": progress.legs,
-    }
+    log["denoiser"] = progress.record()
 
 
 def train(cfg: TrainConfig) -> Path:

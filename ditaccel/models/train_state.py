@@ -37,6 +37,16 @@ class Progress:
     legs: list[dict] = field(default_factory=list)  # one entry per start or resume: step, device
     stages: dict = field(default_factory=dict)  # training.json records of the stages before this one
 
+    def record(self) -> dict:
+        """The denoiser stage's entry in ``training.json``."""
+        return {
+            "steps": self.step,
+            "seconds": self.seconds,
+            "loss_curve": self.losses,
+            "eval": self.evals,
+            "legs": self.legs,
+        }
+
 
 def _flat(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
     return {
@@ -117,13 +127,7 @@ def export(folder: Path, out: Path) -> Path:
         previous = json.loads((Path(init) / "training.json").read_text())
         # an earlier checkpoint of this run, exported over the model it started from: that model's record
         log["continues"] = previous["continues"] if "exported_from" in previous else previous
-    log["denoiser"] = {
-        "steps": progress.step,
-        "seconds": progress.seconds,
-        "loss_curve": progress.losses,
-        "eval": progress.evals,
-        "legs": progress.legs,
-    }
+    log["denoiser"] = progress.record()
     log["total_seconds"] = progress.seconds
     log["exported_from"] = {"state": str(folder), "step": progress.step}
     out.mkdir(parents=True, exist_ok=True)
